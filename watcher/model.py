@@ -1,0 +1,124 @@
+"""Enums and frozen value types shared by every module.
+
+Statuses are enums, never strings; a measurement is exactly one of Value, NoData or SourceError,
+so a failed query can never be mistaken for a breach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Signal(StrEnum):
+    LATENCY = "latency"
+    ERROR_RATE = "error_rate"
+    ACCURACY = "accuracy"
+    DRIFT = "drift"
+    FEEDBACK = "feedback"
+    CUSTOM = "custom"
+
+
+class Action(StrEnum):
+    ROLLBACK = "rollback"
+    APPROVE = "approve"
+    NOTIFY = "notify"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class NoDataPolicy(StrEnum):
+    KEEP = "keep"
+    RESOLVE = "resolve"
+    ALERT = "alert"
+
+
+class DriftMethod(StrEnum):
+    AUTO = "auto"
+    KS = "ks"
+    PSI = "psi"
+    WASSERSTEIN = "wasserstein"
+    JENSENSHANNON = "jensenshannon"
+    CHISQUARE = "chisquare"
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    BREACH = "breach"
+    NO_DATA = "no_data"
+    ERROR = "error"
+
+
+class RuleState(StrEnum):
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    AWAITING_APPROVAL = "awaiting_approval"
+    ROLLING_BACK = "rolling_back"
+    VERIFYING = "verifying"
+    MITIGATED = "mitigated"
+    ESCALATED = "escalated"
+    ACKNOWLEDGED = "acknowledged"
+    SILENCED = "silenced"
+    RESOLVED = "resolved"
+
+
+class RollbackStatus(StrEnum):
+    PENDING = "pending"  # intent written, not yet claimed
+    RUNNING = "running"  # claimed by one replica, adapter being called
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REFUSED = "refused"  # the version to replace was no longer live
+
+
+class ErrorKind(StrEnum):
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    BAD_QUERY = "bad_query"
+    BAD_ANSWER = "bad_answer"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class Value:
+    """A measured number. `samples` is how many observations stand behind it, when known."""
+
+    value: float
+    samples: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Extra evidence kept with an incident (per-column drift scores, the series returned, ...).
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoData:
+    reason: str
+
+
+@dataclass(frozen=True)
+class SourceError:
+    kind: ErrorKind
+    message: str
+    retryable: bool
+
+
+Measurement = Value | NoData | SourceError
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """The window a SQL or drift query covers, bound as :window_start / :window_end (UTC)."""
+
+    start: datetime
+    end: datetime
