@@ -1,0 +1,220 @@
+"""One tick of one rule: measure, step the state machine, persist in one transaction.
+
+The engine is the only place that reads the clock (through the `clock` it is given). The order
+is fixed: network first (measure; when the rule fires, ask the target its live version), then one
+transaction with no network call inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from watcher import incident_flow
+from watcher.evaluation import RuleStatus, Transition, step
+from watcher.known_good import choose_rollback_version
+from watcher.model import IncidentStatus, Measurement, Outcome, RuleState, SourceError
+from watcher.safety import SafetyPolicy, TargetRollbackHistory, decide
+from watcher.store.queue import WorkQueue
+from watcher.store.records import IncidentRecord
+from watcher.store.repository import Store, Tx
+from watcher.verification import decide_verification
+
+if TYPE_CHECKING:
+    from watcher.config import SafetySettings
+    from watcher.metrics import Metrics
+    from watcher.runtime import RuntimeRule
+    from watcher.targets import TargetRegistry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    rule_id: str
+    measurement: Measurement
+    transition: Transition
+    incident_opened: int | None
+    seconds: float
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        targets: TargetRegistry,
+        safety: SafetySettings,
+        metrics: Metrics | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.store = store
+        self.queue = WorkQueue(store)
+        self.targets = targets
+        self.safety = safety
+        self.metrics = metrics
+        self.dry_run = dry_run
+        self._statuses: dict[str, RuleStatus] = {}
+        self._lock = threading.Lock()
+
+    def load_states(self, rules: dict[str, RuntimeRule]) -> None:
+        """Restore rule states: a rule keeps its state while its query and threshold are unchanged."""
+        stored = self.store.rule_states()
+        with self._lock:
+            self._statuses = {
+                rule_id: stored[rule_id].status
+                for rule_id, runtime in rules.items()
+                if rule_id in stored and stored[rule_id].state_hash == runtime.rule.state_hash
+            }
+
+    def carry_states(self, rules: dict[str, RuntimeRule], previous: dict[str, RuntimeRule]) -> None:
+        """On reload: drop the state of rules that went away or whose query/threshold changed."""
+        with self._lock:
+            for rule_id in list(self._statuses):
+                old = previous.get(rule_id)
+                new = rules.get(rule_id)
+                if new is None or old is None or old.rule.state_hash != new.rule.state_hash:
+                    del self._statuses[rule_id]
+
+    def status(self, rule_id: str) -> RuleStatus:
+        with self._lock:
+            return self._statuses.get(rule_id, RuleStatus())
+
+    def tick(self, runtime: RuntimeRule, now: datetime) -> TickResult:
+        started = time.perf_counter()
+        rule = runtime.rule
+        measurement = runtime.source.measure(now)
+        previous = self.status(rule.id)
+        transition = step(previous, measurement, runtime.policy, now)
+        context = self._firing_context(runtime, transition, now) if transition.fired else None
+        opened: int | None = None
+        if not self.dry_run:
+            opened = self._persist(runtime, transition, measurement, context, now)
+        with self._lock:
+            self._statuses[rule.id] = transition.current
+        seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_tick(rule.id, transition, seconds)
+        self._log(rule.id, measurement, transition)
+        return TickResult(rule.id, measurement, transition, opened, seconds)
+
+    def _firing_context(
+        self, runtime: RuntimeRule, transition: Transition, now: datetime
+    ) -> incident_flow.FiringContext:
+        rule = runtime.rule
+        live = self.targets.live_version(rule.target) if rule.target else None
+        choice = None
+        if rule.target and live is not None:
+            choice = choose_rollback_version(
+                live=live,
+                sightings=self.store.sightings(rule.target),
+                adapter_previous=self.targets.previous_version(rule.target),
+                stable_after=self.safety.stable_after,
+                now=now,
+            )
+        history = TargetRollbackHistory(
+            rollback_times=(
+                self.queue.rollback_times(rule.target, now - self.safety.max_rollbacks.period)
+                if rule.target
+                else []
+            ),
+            paused=self.store.pause_state().paused,
+            pause_reason=self.store.pause_state().reason,
+        )
+        policy = SafetyPolicy(
+            auto_rollback=self.safety.auto_rollback,
+            cooldown=self.safety.cooldown,
+            max_rollbacks=self.safety.max_rollbacks.count,
+            max_rollbacks_period=self.safety.max_rollbacks.period,
+        )
+        decision = decide(
+            action=rule.action,
+            has_target=rule.target is not None,
+            rollback_version=choice.version if choice else None,
+            fired_on_no_data=transition.current.fired_on_no_data,
+            policy=policy,
+            history=history,
+            now=now,
+        )
+        return incident_flow.FiringContext(live_version=live, choice=choice, decision=decision)
+
+    def _persist(
+        self,
+        runtime: RuntimeRule,
+        transition: Transition,
+        measurement: Measurement,
+        context: incident_flow.FiringContext | None,
+        now: datetime,
+    ) -> int | None:
+        rule = runtime.rule
+        opened: int | None = None
+        with self.store.transaction() as tx:
+            tx.save_rule_status(rule.id, rule.state_hash, rule.content_hash, transition.current, now)
+            if transition.fired and context is not None:
+                opened = incident_flow.open_incident(tx, rule, transition, measurement, context, now)
+            incident = tx.open_incident_for_rule(rule.id)
+            if incident is not None:
+                self._verify_if_due(tx, runtime, incident, transition, now)
+                incident = tx.incident(incident.id)
+            if (
+                incident is not None
+                and incident.resolved_at is None
+                and transition.current.state is RuleState.INACTIVE
+            ):
+                incident_flow.resolve_incident(tx, rule, incident, transition.resolved, now)
+            if transition.became_unhealthy:
+                message = measurement.message if isinstance(measurement, SourceError) else "unknown"
+                incident_flow.record_unhealthy(tx, rule, message, now)
+        return opened
+
+    def _verify_if_due(
+        self, tx: Tx, runtime: RuntimeRule, incident: IncidentRecord, transition: Transition, now: datetime
+    ) -> None:
+        if incident.status is not IncidentStatus.VERIFYING or incident.verify_due_at is None:
+            return
+        if now < incident.verify_due_at:
+            return
+        verdict = decide_verification(transition.outcome, incident.verify_attempts)
+        incident_flow.record_verification(
+            tx,
+            runtime.rule,
+            incident,
+            verdict,
+            transition.outcome.value,
+            transition.current.state is RuleState.INACTIVE,
+            runtime.rule.interval,
+            now,
+        )
+
+    def _log(self, rule_id: str, measurement: Measurement, transition: Transition) -> None:
+        level = logging.INFO if transition.previous.state != transition.current.state else logging.DEBUG
+        if transition.outcome is Outcome.ERROR:
+            level = logging.WARNING
+        log.log(
+            level,
+            "evaluated %s: %s",
+            rule_id,
+            transition.outcome.value,
+            extra={
+                "event": "evaluation",
+                "rule": rule_id,
+                "outcome": transition.outcome.value,
+                "value": transition.value,
+                "state_from": transition.previous.state.value,
+                "state_to": transition.current.state.value,
+                "reason": transition.reason.value,
+                "error": measurement.message if isinstance(measurement, SourceError) else None,
+            },
+        )
+
