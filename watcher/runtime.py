@@ -33,6 +33,7 @@ def policy_for(rule: Rule) -> RulePolicy:
         on_no_data=rule.on_no_data,
         above=rule.above,
         below=rule.below,
+        min_samples=_min_samples_count(rule),
     )
 
 

@@ -8,7 +8,7 @@ dies leaves a claim that expires, and the row becomes claimable again for reconc
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -190,6 +190,20 @@ class WorkQueue:
                 )
             )
 
+    def reclaim_orphans(self, holder: str, now: datetime) -> int:
+        """Make intents claimed by another (dead or deposed) replica claimable now.
+
+        Safe because every adapter call is idempotent per intent key and refuses when the
+        version to replace is no longer live; waiting out a long claim would delay a rollback.
+        """
+        c = t.rollback_intents.c
+        with self.store.engine.begin() as connection:
+            return connection.execute(
+                update(t.rollback_intents)
+                .where(c.status == RollbackStatus.RUNNING.value, c.claimed_by != holder)
+                .values(claimed_until=now - timedelta(seconds=1))
+            ).rowcount
+
     def active_intent_for_target(self, target: str) -> RollbackIntent | None:
         c = t.rollback_intents.c
         with self.store.engine.connect() as connection:
@@ -307,7 +321,7 @@ class WorkQueue:
             connection.execute(
                 update(t.leases)
                 .where(t.leases.c.name == name, t.leases.c.holder == holder)
-                .values(expires_at=datetime(1970, 1, 1).astimezone())
+                .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
             )
 
     def lease_holder(self, name: str, now: datetime) -> str | None:
