@@ -185,7 +185,7 @@ class Engine:
             return
         if now < incident.verify_due_at:
             return
-        verdict = decide_verification(transition.outcome, incident.verify_attempts)
+        verdict = decide_verification(transition.outcome, incident.verify_attempts + 1)
         incident_flow.record_verification(
             tx,
             runtime.rule,

@@ -1,0 +1,137 @@
+"""Text handling the adapters share: durations in settings, argument templates, secret scrubbing.
+
+Everything an adapter returns (failure messages, details, audit records) passes through a
+`Scrubber` first, so a token that leaks into a library's error text or a command's output never
+reaches the database, the logs or Slack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import IO, Annotated
+
+from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BeforeValidator
+
+# Prometheus' duration grammar: units in decreasing order, each at most once ("1h30m", "500ms").
+_DURATION = re.compile(
+    r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?"
+    r"(?:(?P<m>\d+)m(?!s))?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
+)
+_UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+REDACTED = "***"
+# user:password@ inside any URI, and bearer tokens: scrubbed even when nobody told us the value.
+_URI_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
+_BEARER = re.compile(r"(?i)\b(?P<word>bearer\s+)[A-Za-z0-9._~+/=-]+")
+# Names of environment entries whose values are treated as secrets.
+SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL")
+
+OUTPUT_TAIL_BYTES = 2048
+
+
+def parse_duration(text: str) -> timedelta | None:
+    """A Prometheus-style duration ("500ms", "30s", "1h30m"), or None when `text` is not one."""
+    match = _DURATION.match(text.strip())
+    if match is None or not text.strip():
+        return None
+    parts = match.groupdict()
+    seconds = sum(int(parts[unit] or 0) * factor for unit, factor in _UNIT_SECONDS.items())
+    return timedelta(seconds=seconds, milliseconds=int(parts["ms"] or 0))
+
+
+def _coerce_duration(value: object) -> object:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, str):
+        parsed = parse_duration(value)
+        if parsed is None:
+            raise ValueError(f"not a duration: {value!r} (write e.g. 500ms, 30s, 5m, 1h30m)")
+        if parsed <= timedelta(0):
+            raise ValueError(f"duration must be positive: {value!r}")
+        return parsed
+    raise ValueError("a duration is a string with a unit, e.g. 10s or 5m")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_coerce_duration)]
+"""A settings field holding a positive Prometheus-style duration."""
+
+
+def looks_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(part in upper for part in SECRET_NAME_PARTS)
+
+
+@dataclass(frozen=True)
+class Scrubber:
+    """Replaces known secret values, URI credentials and bearer tokens in text."""
+
+    secrets: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, values: Iterable[str | None]) -> Scrubber:
+        # Longest first, so a secret containing another is replaced whole.
+        known = {value for value in values if value}
+        return cls(tuple(sorted(known, key=len, reverse=True)))
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        text = _URI_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", text)
+        return _BEARER.sub(lambda m: f"{m['word']}{REDACTED}", text)
+
+    def record(self, record: Mapping[str, str]) -> dict[str, str]:
+        return {key: self(value) for key, value in record.items()}
+
+
+def uri_secrets(uri: str | None) -> list[str]:
+    """The user name and password written into a URI, to be scrubbed wherever they appear."""
+    if not uri:
+        return []
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(uri)
+    found = [parts.password, unquote(parts.password) if parts.password else None]
+    return [value for value in found if value]
+
+
+def read_tail(stream: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
+    """The last `limit` bytes of a seekable binary file, decoded leniently."""
+    size = stream.seek(0, 2)
+    stream.seek(max(0, size - limit))
+    return stream.read().decode("utf-8", errors="replace")
+
+
+# Autoescape is off on purpose: arguments are not HTML, and no shell ever sees them.
+_SANDBOX = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def check_templates(arguments: Sequence[str], allowed: frozenset[str]) -> list[str]:
+    """Validate every argument as a template using only `allowed` names; raises ValueError."""
+    for position, argument in enumerate(arguments):
+        try:
+            parsed = _SANDBOX.parse(argument)
+        except TemplateError as error:
+            raise ValueError(f"argument {position}: bad template: {error}") from None
+        unknown = meta.find_undeclared_variables(parsed) - allowed
+        if unknown:
+            raise ValueError(
+                f"argument {position}: unknown template variable(s) {sorted(unknown)};"
+                f" known: {sorted(allowed)}"
+            )
+    return list(arguments)
+
+
+def render_arguments(arguments: Sequence[str], variables: Mapping[str, str]) -> list[str] | str:
+    """Each argument rendered on its own (one argument stays one argument); an error as text."""
+    rendered: list[str] = []
+    for position, argument in enumerate(arguments):
+        try:
+            rendered.append(_SANDBOX.from_string(argument).render(**variables))
+        except TemplateError as error:
+            return f"argument {position}: {error}"
+    return rendered

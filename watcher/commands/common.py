@@ -1,0 +1,50 @@
+"""What every command does first: read the configuration or say clearly why it cannot."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from watcher.config import WatcherConfig, load_config
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    given = getattr(args, "config", None)
+    if given:
+        return Path(given)
+    local = Path("watcher.yaml")
+    if not local.exists() and os.environ.get("WATCHER_CONFIG"):
+        return Path(os.environ["WATCHER_CONFIG"])
+    return local
+
+
+def load_or_report(args: argparse.Namespace) -> WatcherConfig | int:
+    """The configuration, or the exit code after printing why there is none."""
+    result = load_config(config_path(args))
+    if result.unreadable or result.config is None:
+        for finding in result.findings:
+            print(finding, file=sys.stderr)
+        if result.unreadable:
+            return EXIT_USAGE
+        return EXIT_FINDINGS
+    if result.findings:
+        for finding in result.findings:
+            print(finding, file=sys.stderr)
+        return EXIT_FINDINGS
+    return result.config
+
+
+def cli_actor() -> str:
+    """Who ran the command, for the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"

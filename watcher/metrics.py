@@ -1,0 +1,148 @@
+"""The daemon's own metrics, served on /metrics in the Prometheus text format.
+
+Everything lives in a registry of its own (never prometheus_client's global one), so several
+daemons in one test process do not share counters and nothing a library registers leaks in.
+
+Label sets of a rule are created in full the first time the rule is seen: every outcome counter
+starts at 0 and every state gauge exists, so `rate()` and `== 1` queries work from the first
+scrape instead of after the first error. The evaluation-time histogram has no rule label (one
+histogram per rule would multiply series by the bucket count); the last duration per rule is a
+plain gauge instead.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from watcher.evaluation import Transition
+from watcher.model import Outcome, RuleState
+
+# The 0.0.4 text format: what Prometheus asks for by default and every scraper understands.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Evaluations range from a quick PromQL query to a drift report over many rows.
+EVALUATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """Thread-safe: the scheduler's workers, the dispatcher and the HTTP server all call in."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._known_rules: set[str] = set()
+        self._lock = threading.Lock()
+        self._evaluations = Counter(
+            "watcher_rule_evaluations",  # the client adds the _total suffix
+            "Rule evaluations by outcome (ok, breach, no_data, error).",
+            ["rule", "outcome"],
+            registry=self.registry,
+        )
+        self._evaluation_seconds = Histogram(
+            "watcher_rule_evaluation_seconds",
+            "Time one rule evaluation took, measuring and persisting included.",
+            buckets=EVALUATION_BUCKETS,
+            registry=self.registry,
+        )
+        self._last_evaluation_seconds = Gauge(
+            "watcher_rule_last_evaluation_seconds",
+            "Time the latest evaluation of the rule took.",
+            ["rule"],
+            registry=self.registry,
+        )
+        self._state = Gauge(
+            "watcher_rule_state",
+            "1 for the rule's current state (inactive, pending, firing), 0 for the others.",
+            ["rule", "state"],
+            registry=self.registry,
+        )
+        self._unhealthy = Gauge(
+            "watcher_rule_unhealthy",
+            "1 while the rule's source keeps failing (4 errors in a row), else 0.",
+            ["rule"],
+            registry=self.registry,
+        )
+        self._missed = Counter(
+            "watcher_evaluations_missed",
+            "Scheduled evaluations skipped because the previous one was still running or late.",
+            ["rule"],
+            registry=self.registry,
+        )
+        self._rollbacks = Counter(
+            "watcher_rollbacks",
+            "Rollbacks attempted, by target and result.",
+            ["target", "result"],
+            registry=self.registry,
+        )
+        self._incidents_open = Gauge(
+            "watcher_incidents_open", "Incidents not resolved yet.", registry=self.registry
+        )
+        self._outbox_pending = Gauge(
+            "watcher_outbox_pending",
+            "Messages queued for Slack and not delivered yet.",
+            registry=self.registry,
+        )
+
+    # --- rules ------------------------------------------------------------------------------------
+    def observe_tick(self, rule_id: str, transition: Transition, seconds: float) -> None:
+        self._ensure_rule(rule_id)
+        self._evaluations.labels(rule=rule_id, outcome=transition.outcome.value).inc()
+        self._evaluation_seconds.observe(seconds)
+        self._last_evaluation_seconds.labels(rule=rule_id).set(seconds)
+        self._set_state(rule_id, transition.current.state)
+        self._unhealthy.labels(rule=rule_id).set(1 if transition.current.unhealthy else 0)
+
+    def missed_run(self, rule_id: str) -> None:
+        self._ensure_rule(rule_id)
+        self._missed.labels(rule=rule_id).inc()
+
+    def rule_unhealthy(self, rule_id: str, unhealthy: bool) -> None:
+        self._ensure_rule(rule_id)
+        self._unhealthy.labels(rule=rule_id).set(1 if unhealthy else 0)
+
+    def forget_rule(self, rule_id: str) -> None:
+        """Drop every series of a rule that was unloaded, so it stops being exported."""
+        with self._lock:
+            self._known_rules.discard(rule_id)
+            for outcome in Outcome:
+                self._evaluations.remove(rule_id, outcome.value)
+            for state in RuleState:
+                self._state.remove(rule_id, state.value)
+            self._missed.remove(rule_id)
+            self._unhealthy.remove(rule_id)
+            self._last_evaluation_seconds.remove(rule_id)
+
+    def _ensure_rule(self, rule_id: str) -> None:
+        with self._lock:
+            if rule_id in self._known_rules:
+                return
+            self._known_rules.add(rule_id)
+            for outcome in Outcome:
+                self._evaluations.labels(rule=rule_id, outcome=outcome.value)
+            for state in RuleState:
+                self._state.labels(rule=rule_id, state=state.value).set(
+                    1 if state is RuleState.INACTIVE else 0
+                )
+            self._missed.labels(rule=rule_id)
+            self._unhealthy.labels(rule=rule_id).set(0)
+
+    def _set_state(self, rule_id: str, current: RuleState) -> None:
+        for state in RuleState:
+            self._state.labels(rule=rule_id, state=state.value).set(1 if state is current else 0)
+
+    # --- rollbacks and queues ---------------------------------------------------------------------
+    def rollback(self, target: str, result: str) -> None:
+        """Count one finished rollback attempt; `result` is a RollbackStatus or RollbackResult value."""
+        self._rollbacks.labels(target=target, result=str(result)).inc()
+
+    def set_open_incidents(self, count: int) -> None:
+        self._incidents_open.set(count)
+
+    def set_outbox_pending(self, count: int) -> None:
+        self._outbox_pending.set(count)
+
+    # --- exposition -------------------------------------------------------------------------------
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format (CONTENT_TYPE)."""
+        return generate_latest(self.registry)

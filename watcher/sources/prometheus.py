@@ -1,0 +1,355 @@
+"""Prometheus as a source: one instant query evaluated at the rule's evaluation time.
+
+Built on prometheus-api-client's PrometheusConnect, configured so that one query is one HTTP
+request bounded by the evaluation timeout: the library's default urllib3 Retry (3 retries with
+backoff) would turn a 1 s timeout into about 10 s, so it is replaced by a Retry that never retries,
+and every request carries a urllib3 Timeout whose `total` covers connecting and waiting for the
+answer. Prometheus is also told the same `timeout`, so it abandons the evaluation itself.
+
+Answers are read explicitly: one series (or a scalar) is a Value; an empty vector or NaN is
+NoData; several series are an error (a rule's query must aggregate to one number); +Inf/-Inf are
+an error. Nothing is retried here: the next evaluation is the retry.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.util import Retry, Timeout
+
+from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
+
+# Prometheus error texts can be long (they quote the query); keep messages readable.
+_MAX_ERROR_TEXT = 500
+# How many series to name when a query returns more than one.
+_SERIES_SHOWN = 3
+# Header values (and their words) at least this long are scrubbed from messages.
+_MIN_SECRET = 4
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One element of an instant vector."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class InstantVector:
+    samples: tuple[Sample, ...]
+
+
+@dataclass(frozen=True)
+class Scalar:
+    value: float
+
+
+QueryResult = InstantVector | Scalar
+
+
+@dataclass(frozen=True)
+class _Number:
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class PrometheusClient:
+    """A Prometheus HTTP API client whose instant query takes at most `timeout` and never retries.
+
+    `headers` (often an Authorization bearer token) are sent with every request and never appear
+    in an error message.
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str], timeout: timedelta) -> None:
+        if timeout <= timedelta(0):
+            raise ValueError("timeout must be positive")
+        self._url = url.rstrip("/")
+        self._display_url = _without_credentials(self._url)
+        self._secrets = _secret_fragments(headers, self._url)
+        self._timeout = timeout
+        session = requests.Session()
+        # Retry(0, read=False) is requests' own default: no second try, and a read timeout
+        # surfaces as ReadTimeout instead of a generic "max retries exceeded".
+        self._connect = PrometheusConnect(
+            url=self._url,
+            headers=dict(headers),
+            retry=Retry(total=0, read=False, redirect=False),
+            session=session,
+        )
+
+    @property
+    def display_url(self) -> str:
+        """The URL without credentials, fit for messages."""
+        return self._display_url
+
+    def close(self) -> None:
+        self._connect.close()
+
+    def instant_query(self, query: str, at: datetime) -> QueryResult | SourceError:
+        """Evaluate `query` at `at` (timezone-aware) with one bounded HTTP request."""
+        if at.tzinfo is None:
+            raise ValueError("evaluation time must be timezone-aware")
+        seconds = self._timeout.total_seconds()
+        params = {"time": f"{at.timestamp():.3f}", "timeout": f"{seconds:.3f}"}
+        try:
+            raw = self._connect.custom_query(
+                query, params=params, timeout=Timeout(connect=seconds, read=seconds, total=seconds)
+            )
+        except PrometheusApiClientException as error:
+            return self._scrubbed(_http_error(error, self._display_url))
+        except requests.RequestException as error:
+            return self._scrubbed(_transport_error(error, self._display_url))
+        except (ValueError, KeyError, TypeError) as error:
+            # A 200 whose body is not the API's JSON (a proxy's login page, a wrong path, ...).
+            return self._scrubbed(
+                SourceError(
+                    ErrorKind.BAD_ANSWER,
+                    f"{self._display_url} did not answer with Prometheus API JSON ({type(error).__name__})",
+                    retryable=False,
+                )
+            )
+        return _parse_result(raw)
+
+    def _scrubbed(self, error: SourceError) -> SourceError:
+        message = error.message
+        for secret in self._secrets:
+            message = message.replace(secret, "***")
+        return SourceError(error.kind, message, error.retryable)
+
+
+class PrometheusSource:
+    """A rule's `prometheus:` query, with an optional `min_samples` guard."""
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        query: str,
+        min_samples_query: str | None = None,
+        min_samples: float | None = None,
+    ) -> None:
+        self._client = client
+        self._query = query
+        self._min_samples_query = min_samples_query
+        self._min_samples = min_samples
+
+    def measure(self, at: datetime) -> Measurement:
+        answer = self._client.instant_query(self._query, at)
+        if isinstance(answer, SourceError):
+            return answer
+        number = _one_number(answer, "query")
+        if isinstance(number, SourceError):
+            return number
+        samples = self._samples(at)
+        if isinstance(samples, SourceError | NoData):
+            return samples
+        if isinstance(number, NoData):
+            return number
+        evidence: dict[str, Any] = {
+            "query": self._query,
+            "series": dict(number.labels),
+            "time": at.isoformat(),
+        }
+        if self._min_samples_query is not None:
+            evidence["samples_query"] = self._min_samples_query
+        return Value(value=number.value, samples=samples, labels=number.labels, evidence=evidence)
+
+    def _samples(self, at: datetime) -> float | NoData | SourceError | None:
+        """How many observations stand behind the value, or NoData when below `min_samples`."""
+        if self._min_samples_query is None:
+            return None
+        answer = self._client.instant_query(self._min_samples_query, at)
+        if isinstance(answer, SourceError):
+            return SourceError(answer.kind, f"min_samples query: {answer.message}", answer.retryable)
+        number = _one_number(answer, "min_samples query")
+        if isinstance(number, SourceError):
+            return number
+        # No series (or NaN) behind a count means nothing was observed.
+        samples = 0.0 if isinstance(number, NoData) else number.value
+        if self._min_samples is not None and samples < self._min_samples:
+            return NoData(f"only {samples:g} samples, at least {self._min_samples:g} needed")
+        return samples
+
+
+def _one_number(result: QueryResult, what: str) -> _Number | NoData | SourceError:
+    """The single number a rule's query must produce, or why there is none."""
+    if isinstance(result, Scalar):
+        return _finite(_Number(result.value), what)
+    if not result.samples:
+        return NoData(f"{what} returned no series")
+    if len(result.samples) > 1:
+        shown = ", ".join(_format_labels(s.labels) for s in result.samples[:_SERIES_SHOWN])
+        more = ", ..." if len(result.samples) > _SERIES_SHOWN else ""
+        return SourceError(
+            ErrorKind.BAD_ANSWER,
+            f"{what} returned {len(result.samples)} series; aggregate it to one ({shown}{more})",
+            retryable=False,
+        )
+    sample = result.samples[0]
+    return _finite(_Number(sample.value, sample.labels), what)
+
+
+def _finite(number: _Number, what: str) -> _Number | NoData | SourceError:
+    if math.isnan(number.value):
+        # Typically a ratio of rates over a window without any request: 0/0.
+        return NoData(f"{what} returned NaN (a ratio over no events?)")
+    if math.isinf(number.value):
+        return SourceError(
+            ErrorKind.BAD_ANSWER,
+            f"{what} returned {'+Inf' if number.value > 0 else '-Inf'} (a division by zero?)",
+            retryable=False,
+        )
+    return number
+
+
+def _parse_result(raw: Any) -> QueryResult | SourceError:
+    """Read `data.result` of an instant query, which the library returns without its type."""
+    bad = SourceError(ErrorKind.BAD_ANSWER, "unexpected query result shape", retryable=False)
+    if not isinstance(raw, list):
+        return bad
+    # A scalar result is [<time>, "<value>"]; a vector is a list of {"metric", "value"} objects.
+    if len(raw) == 2 and isinstance(raw[0], int | float) and isinstance(raw[1], str):
+        value = _float(raw[1])
+        return bad if value is None else Scalar(value)
+    samples: list[Sample] = []
+    for item in raw:
+        if not isinstance(item, dict) or "value" not in item:
+            kind = "a range vector" if isinstance(item, dict) and "values" in item else "not a vector"
+            return SourceError(
+                ErrorKind.BAD_ANSWER, f"query result is {kind}; an instant vector is needed", False
+            )
+        value = _float(item["value"][1]) if _is_pair(item["value"]) else None
+        if value is None:
+            return bad
+        labels = {str(k): str(v) for k, v in dict(item.get("metric", {})).items()}
+        samples.append(Sample(labels, value))
+    return InstantVector(tuple(samples))
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2
+
+
+def _float(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _http_error(error: PrometheusApiClientException, where: str) -> SourceError:
+    """Map a non-200 answer to an error, keeping Prometheus' own explanation."""
+    status, body = _status_and_body(str(error))
+    error_type, text = _api_error(body)
+    detail = text or _short(body.decode("utf-8", "replace")) or "no explanation"
+    if status in (400, 422):
+        # bad_data: the query does not parse or is invalid; execution: it cannot be evaluated.
+        return SourceError(ErrorKind.BAD_QUERY, f"Prometheus rejected the query: {detail}", False)
+    if status == 503 and error_type == "timeout":
+        return SourceError(ErrorKind.TIMEOUT, f"Prometheus timed out: {detail}", True)
+    if status in (401, 403, 404):
+        return SourceError(
+            ErrorKind.CONFIG, f"{where} answered HTTP {status}: check the URL and headers", False
+        )
+    if status == 429 or status >= 500:
+        return SourceError(ErrorKind.UNREACHABLE, f"{where} answered HTTP {status}: {detail}", True)
+    return SourceError(ErrorKind.BAD_ANSWER, f"{where} answered HTTP {status}: {detail}", False)
+
+
+def _status_and_body(message: str) -> tuple[int, bytes]:
+    """prometheus-api-client reports a non-200 as 'HTTP Status Code <n> (<repr of the body>)'."""
+    match = re.fullmatch(r"HTTP Status Code (\d+) \((.*)\)", message, flags=re.DOTALL)
+    if match is None:
+        return 0, b""
+    try:
+        body = ast.literal_eval(match.group(2))
+    except (ValueError, SyntaxError):
+        body = b""
+    return int(match.group(1)), body if isinstance(body, bytes) else b""
+
+
+def _api_error(body: bytes) -> tuple[str, str]:
+    """errorType and error of a Prometheus API error body; empty strings when it is not one."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "", ""
+    if not isinstance(document, dict):
+        return "", ""
+    return str(document.get("errorType", "")), _short(str(document.get("error", "")))
+
+
+def _transport_error(error: requests.RequestException, where: str) -> SourceError:
+    cause = _root_cause(error)
+    if isinstance(error, requests.Timeout) or isinstance(cause, TimeoutError | ReadTimeoutError):
+        return SourceError(ErrorKind.TIMEOUT, f"{where} did not answer in time", retryable=True)
+    return SourceError(ErrorKind.UNREACHABLE, f"cannot reach {where}: {_describe(cause)}", True)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception (urllib3 wraps the socket error in one or two layers)."""
+    seen: set[int] = set()
+    current = error
+    while id(current) not in seen:
+        seen.add(id(current))
+        inner: BaseException | None = None
+        if isinstance(current, MaxRetryError) and current.reason is not None:
+            inner = current.reason
+        elif current.args and isinstance(current.args[0], BaseException):
+            inner = current.args[0]
+        else:
+            inner = current.__cause__ or current.__context__
+        if inner is None:
+            break
+        current = inner
+    return current
+
+
+def _describe(cause: BaseException) -> str:
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror.lower()
+    # urllib3 messages start with the connection object's repr; the useful part is at the end.
+    return _short(str(cause).rsplit(": ", 1)[-1]) or type(cause).__name__
+
+
+def _format_labels(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _MAX_ERROR_TEXT else text[:_MAX_ERROR_TEXT] + "..."
+
+
+def _without_credentials(url: str) -> str:
+    """The URL with any user:password@ and query string removed."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _secret_fragments(headers: Mapping[str, str], url: str) -> Sequence[str]:
+    """Texts that must never reach a message: header values, their tokens, the URL's password."""
+    fragments: set[str] = set()
+    for value in headers.values():
+        # "Bearer <token>": a server may echo the token alone, so each word counts too. Words this
+        # short ("Bearer" aside) are not secrets, and scrubbing them would mangle every message.
+        fragments.update(part for part in [value, *value.split()] if len(part) >= _MIN_SECRET)
+    password = urlsplit(url).password
+    if password:
+        fragments.add(password)
+    # Longest first, so a whole value is replaced before any of its parts.
+    return sorted(fragments, key=len, reverse=True)

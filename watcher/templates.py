@@ -1,0 +1,96 @@
+"""Summary templates: Jinja2 in an immutable sandbox, with a fixed set of variables.
+
+Rule files are written by many hands and rendered inside the daemon, so a template is checked
+when it is loaded (syntax, variables, no `_private` attribute) and rendered in the sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ALLOWED_VARIABLES = frozenset(
+    {"value", "threshold", "samples", "labels", "rule", "model", "signal", "severity"}
+)
+
+# No loader: {% include %}, {% import %} and {% extends %} have nothing to reach.
+_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    message: str
+    line: int  # 1-based, within the template text
+
+
+def template_problems(template: str) -> list[TemplateProblem]:
+    """Everything wrong with a summary template, found without rendering it."""
+    try:
+        tree = _ENVIRONMENT.parse(template)
+        # Compiling also finds unknown filters and tests.
+        _ENVIRONMENT.from_string(template)
+    except TemplateSyntaxError as error:
+        return [TemplateProblem(f"template syntax error: {_sentence(error.message)}", error.lineno or 1)]
+    except TemplateError as error:
+        return [TemplateProblem(f"template error: {_sentence(error.message)}", 1)]
+    problems = [
+        TemplateProblem(
+            f"template uses unknown variable '{name}': allowed are {', '.join(sorted(ALLOWED_VARIABLES))}", 1
+        )
+        for name in sorted(meta.find_undeclared_variables(tree) - ALLOWED_VARIABLES)
+    ]
+    problems.extend(_private_access(tree))
+    problems.extend(_loading_tags(tree))
+    return problems
+
+
+def _sentence(message: str | None) -> str:
+    text = (message or "invalid template").rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _private_access(tree: nodes.Template) -> list[TemplateProblem]:
+    """`x.__class__`, `x['_y']` and `x|attr('_y')`: the sandbox would stop them at render time;
+    they are refused at load time so the rule never reaches production."""
+    problems = []
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        name = _accessed_name(node)
+        if name is not None and name.startswith("_"):
+            message = f"template accesses '{name}': names beginning with '_' are not allowed"
+            problems.append(TemplateProblem(message, node.lineno))
+    return problems
+
+
+def _accessed_name(node: nodes.Node) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return str(node.attr)
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        return node.arg.value if isinstance(node.arg.value, str) else None
+    if isinstance(node, nodes.Filter) and node.name == "attr" and node.args:
+        first = node.args[0]
+        if isinstance(first, nodes.Const) and isinstance(first.value, str):
+            return first.value
+        return "_"  # a computed attribute name cannot be checked: refused like a private one
+    return None
+
+
+def _loading_tags(tree: nodes.Template) -> list[TemplateProblem]:
+    kinds = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+    return [
+        TemplateProblem("templates cannot include, import or extend other templates", node.lineno)
+        for node in tree.find_all(kinds)
+    ]
+
+
+def render_summary(template: str, **context: Any) -> str:
+    """Render in the sandbox. Never raises: a template that fails at render time (a variable
+    missing for this evaluation, say) gives its own text with the reason appended."""
+    try:
+        return _ENVIRONMENT.from_string(template).render(**context)
+    except TemplateError as error:
+        return f"{template} [summary could not be rendered: {error.message or type(error).__name__}]"
+    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
+        return f"{template} [summary could not be rendered: {type(error).__name__}]"
