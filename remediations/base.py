@@ -94,7 +94,7 @@ class RemediationAdapter(Protocol):
         """Versions the target knows about, newest first."""
         ...
 
-    def previous_version(self) -> str | None | AdapterFailure:
+    def previous_version(self) -> str | AdapterFailure | None:
         """The version before the live one, by the target's own notion (fallback rollback target)."""
         ...
 

@@ -39,7 +39,8 @@ from remediations.base import (
     VerifyOutcome,
     VersionInfo,
 )
-from remediations.templating import Duration, Scrubber
+from remediations.templating import Scrubber
+from watcher.durations import PositiveDuration
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -57,11 +58,11 @@ class KubernetesSettings(AdapterSettings):
     context: str | None = None
     kubeconfig: Path | None = None
     in_cluster: bool = False
-    rollout_timeout: Duration = timedelta(minutes=5)
+    rollout_timeout: PositiveDuration = timedelta(minutes=5)
     container: str | None = None
     # Extensions: the bound of one API call, and how often a rollout's progress is read.
-    request_timeout: Duration = timedelta(seconds=10)
-    poll_interval: Duration = timedelta(seconds=2)
+    request_timeout: PositiveDuration = timedelta(seconds=10)
+    poll_interval: PositiveDuration = timedelta(seconds=2)
 
     @model_validator(mode="after")
     def _one_way_in(self) -> KubernetesSettings:

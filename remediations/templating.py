@@ -1,4 +1,4 @@
-"""Text handling the adapters share: durations in settings, argument templates, secret scrubbing.
+"""Text handling the adapters share: argument templates, secret scrubbing, output tails.
 
 Everything an adapter returns (failure messages, details, audit records) passes through a
 `Scrubber` first, so a token that leaks into a library's error text or a command's output never
@@ -10,19 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import IO, Annotated
+from typing import IO
 
 from jinja2 import StrictUndefined, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BeforeValidator
-
-# Prometheus' duration grammar: units in decreasing order, each at most once ("1h30m", "500ms").
-_DURATION = re.compile(
-    r"^(?:(?P<y>\d+)y)?(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?"
-    r"(?:(?P<m>\d+)m(?!s))?(?:(?P<s>\d+)s)?(?:(?P<ms>\d+)ms)?$"
-)
-_UNIT_SECONDS = {"y": 365 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 REDACTED = "***"
 # user:password@ inside any URI, and bearer tokens: scrubbed even when nobody told us the value.
@@ -32,33 +23,6 @@ _BEARER = re.compile(r"(?i)\b(?P<word>bearer\s+)[A-Za-z0-9._~+/=-]+")
 SECRET_NAME_PARTS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL")
 
 OUTPUT_TAIL_BYTES = 2048
-
-
-def parse_duration(text: str) -> timedelta | None:
-    """A Prometheus-style duration ("500ms", "30s", "1h30m"), or None when `text` is not one."""
-    match = _DURATION.match(text.strip())
-    if match is None or not text.strip():
-        return None
-    parts = match.groupdict()
-    seconds = sum(int(parts[unit] or 0) * factor for unit, factor in _UNIT_SECONDS.items())
-    return timedelta(seconds=seconds, milliseconds=int(parts["ms"] or 0))
-
-
-def _coerce_duration(value: object) -> object:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, str):
-        parsed = parse_duration(value)
-        if parsed is None:
-            raise ValueError(f"not a duration: {value!r} (write e.g. 500ms, 30s, 5m, 1h30m)")
-        if parsed <= timedelta(0):
-            raise ValueError(f"duration must be positive: {value!r}")
-        return parsed
-    raise ValueError("a duration is a string with a unit, e.g. 10s or 5m")
-
-
-Duration = Annotated[timedelta, BeforeValidator(_coerce_duration)]
-"""A settings field holding a positive Prometheus-style duration."""
 
 
 def looks_secret(name: str) -> bool:

@@ -92,7 +92,7 @@ class FakeSlack:
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         self._server = server
-        threading.Thread(target=server.serve_forever, name="fake-slack", daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), name="fake-slack", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -138,6 +138,11 @@ class FakeSlack:
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         with self._lock:
             self._faults.append(_Fault(count, status))
+
+    def drop_next(self, count: int = 1) -> None:
+        """Close the connection without an answer, as a dying load balancer does."""
+        with self._lock:
+            self._faults.append(_Fault(count, 0))
 
     def rate_limit_next(self, count: int = 1, retry_after: int = 30) -> None:
         with self._lock:
@@ -474,7 +479,7 @@ class _Handler(BaseHTTPRequestHandler):
         method = url.path.removeprefix("/api/")
         fault = fake._take_fault()
         if fault is not None:
-            fake._record(method, params, fault.status, "ratelimited" if fault.status == 429 else "injected")
+            fake._record(method, params, fault.status, f"injected {fault.status}")
             self._fail(fault)
             return
         auth = self.headers.get("Authorization", "")
@@ -483,6 +488,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, answer)
 
     def _fail(self, fault: _Fault) -> None:
+        if fault.status == 0:
+            self.close_connection = True
+            return
         if fault.status == 429:
             self._send(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(fault.retry_after)})
             return

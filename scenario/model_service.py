@@ -17,10 +17,11 @@ import argparse
 import json
 import random
 import signal
-import sqlite3
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,133 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from scenario.registry import ALIAS, BAD_VERSION, MODEL
+from scenario.service_outputs import AnalyticsDb, Metrics
 from scenario.simulation import (
     HEALTHY,
     FeatureSampler,
     Profile,
     ReferenceFailure,
     Request,
-    Status,
-    Verdict,
     generated_reference,
     load_reference,
     profile_for,
     simulate_request,
 )
-
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def format_ts(at: datetime) -> str:
-    """UTC as `YYYY-MM-DD HH:MM:SS.ffffff+00:00`: what sqlite3 (and SQLAlchemy over it) binds for an
-    aware UTC datetime, so `ts >= :window_start` compares text with text in the same layout."""
-    return at.astimezone(UTC).isoformat(" ", timespec="microseconds")
-
-
-class _VersionSeries:
-    def __init__(self) -> None:
-        self.buckets = [0] * len(BUCKETS)  # per bucket, not cumulative; rendered cumulative
-        self.latency_sum = 0.0
-        self.count = 0
-        self.requests = {status: 0 for status in Status}
-        self.feedback = {verdict: 0 for verdict in Verdict}
-
-
-class Metrics:
-    """Counters per version, rendered in the Prometheus text exposition format."""
-
-    def __init__(self, model: str) -> None:
-        self._model = model
-        self._lock = threading.Lock()
-        self._series: dict[str, _VersionSeries] = {}
-
-    def ensure_version(self, version: str) -> None:
-        # Series exist at zero from the moment a version serves, so rate() sees their start.
-        with self._lock:
-            self._series.setdefault(version, _VersionSeries())
-
-    def observe(self, request: Request) -> None:
-        with self._lock:
-            series = self._series.setdefault(request.version, _VersionSeries())
-            for index, bound in enumerate(BUCKETS):
-                if request.latency_s <= bound:
-                    series.buckets[index] += 1
-                    break
-            series.latency_sum += request.latency_s
-            series.count += 1
-            series.requests[request.status] += 1
-            if request.verdict is not None:
-                series.feedback[request.verdict] += 1
-
-    def render(self) -> str:
-        with self._lock:
-            versions = sorted(self._series.items(), key=lambda item: item[0])
-            lines = ["# HELP model_request_seconds Time taken to answer one prediction request.",
-                     "# TYPE model_request_seconds histogram"]
-            for version, series in versions:
-                lines.extend(self._histogram_lines(version, series))
-            lines += ["# HELP model_requests_total Prediction requests answered, by status.",
-                      "# TYPE model_requests_total counter"]
-            for version, series in versions:
-                for status, count in series.requests.items():
-                    lines.append(f"model_requests_total{{{self._labels(version)},status=\"{status}\"}} {count}")
-            lines += ["# HELP model_feedback_total User feedback on predictions, by verdict.",
-                      "# TYPE model_feedback_total counter"]
-            for version, series in versions:
-                for verdict, count in series.feedback.items():
-                    lines.append(f"model_feedback_total{{{self._labels(version)},verdict=\"{verdict}\"}} {count}")
-        return "\n".join(lines) + "\n"
-
-    def _labels(self, version: str) -> str:
-        return f'model="{self._model}",version="{version}"'
-
-    def _histogram_lines(self, version: str, series: _VersionSeries) -> list[str]:
-        labels = self._labels(version)
-        lines = []
-        cumulative = 0
-        for bound, count in zip(BUCKETS, series.buckets, strict=True):
-            cumulative += count
-            lines.append(f'model_request_seconds_bucket{{{labels},le="{bound}"}} {cumulative}')
-        lines.append(f'model_request_seconds_bucket{{{labels},le="+Inf"}} {series.count}')
-        lines.append(f"model_request_seconds_sum{{{labels}}} {series.latency_sum:.6f}")
-        lines.append(f"model_request_seconds_count{{{labels}}} {series.count}")
-        return lines
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (request_id TEXT, model TEXT, version TEXT, ts TEXT, predicted INTEGER);
-CREATE TABLE IF NOT EXISTS labels (request_id TEXT, label INTEGER);
-CREATE TABLE IF NOT EXISTS features (ts TEXT, amount REAL, merchant_category TEXT, hour INTEGER, country TEXT);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE INDEX IF NOT EXISTS labels_request ON labels (request_id);
-CREATE INDEX IF NOT EXISTS features_ts ON features (ts);
-"""
-
-
-class AnalyticsDb:
-    """The analytics tables the SQL and drift rules read; written by one thread."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(path, check_same_thread=False)
-        # WAL: the watcher reads while the service writes, neither blocks the other.
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.executescript(_SCHEMA)
-
-    def record(self, model: str, requests: Sequence[tuple[Request, datetime]],
-               labels: Sequence[tuple[str, int]]) -> None:
-        predictions = [(r.request_id, model, r.version, format_ts(at), r.predicted)
-                       for r, at in requests if r.predicted is not None]
-        features = [(format_ts(at), r.features.amount, r.features.merchant_category, r.features.hour,
-                     r.features.country) for r, at in requests]
-        with self._connection:
-            self._connection.executemany("INSERT INTO predictions VALUES (?, ?, ?, ?, ?)", predictions)
-            self._connection.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?)", features)
-            self._connection.executemany("INSERT INTO labels VALUES (?, ?)", labels)
-
-    def close(self) -> None:
-        self._connection.close()
 
 
 @dataclass(frozen=True)
@@ -194,8 +80,13 @@ def registry_lookup(settings: ServiceSettings) -> Callable[[], str | None]:
 class ModelService:
     """The running service: an alias poller, a traffic loop and an HTTP server, each a thread."""
 
-    def __init__(self, settings: ServiceSettings, lookup: Callable[[], str | None],
-                 sampler: FeatureSampler, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        lookup: Callable[[], str | None],
+        sampler: FeatureSampler,
+        say: Callable[[str], None] = print,
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics(settings.model)
         self._lookup = lookup
@@ -209,9 +100,11 @@ class ModelService:
         self._started_mono = time.monotonic()
         self._started_at = datetime.now(UTC)
         self._server = ThreadingHTTPServer(("127.0.0.1", settings.port), _handler_for(self))
-        self._threads = [threading.Thread(target=self._poll_alias, name="alias", daemon=True),
-                         threading.Thread(target=self._serve_traffic, name="traffic", daemon=True),
-                         threading.Thread(target=self._server.serve_forever, name="http", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._poll_alias, name="alias", daemon=True),
+            threading.Thread(target=self._serve_traffic, name="traffic", daemon=True),
+            threading.Thread(target=self._server.serve_forever, name="http", daemon=True),
+        ]
 
     @property
     def port(self) -> int:
@@ -231,9 +124,15 @@ class ModelService:
 
     def state(self) -> dict[str, Any]:
         bad_since = self._started_at + timedelta(seconds=self.settings.bad_after_s)
-        return {"model": self.settings.model, "version": self._version, "profile": self._profile.name,
-                "bad_version": self.settings.bad_version, "bad_since": bad_since.isoformat(),
-                "started_at": self._started_at.isoformat(), "requests": self._requests}
+        return {
+            "model": self.settings.model,
+            "version": self._version,
+            "profile": self._profile.name,
+            "bad_version": self.settings.bad_version,
+            "bad_since": bad_since.isoformat(),
+            "started_at": self._started_at.isoformat(),
+            "requests": self._requests,
+        }
 
     def _poll_alias(self) -> None:
         while True:
@@ -260,8 +159,9 @@ class ModelService:
                 requests = self._simulate(batch, now_mono)
                 due = _due_labels(pending_labels, now_mono)
                 for request, _ in requests:
-                    pending_labels.append((now_mono + self.settings.label_delay_s, request.request_id,
-                                           request.label))
+                    pending_labels.append(
+                        (now_mono + self.settings.label_delay_s, request.request_id, request.label)
+                    )
                 db.record(self.settings.model, requests, due)
         finally:
             db.close()
@@ -270,20 +170,31 @@ class ModelService:
         version = self._version
         if version is None:
             return []
-        profile = profile_for(version, bad_version=self.settings.bad_version,
-                              elapsed_s=now_mono - self._started_mono, bad_after_s=self.settings.bad_after_s)
+        profile = profile_for(
+            version,
+            bad_version=self.settings.bad_version,
+            elapsed_s=now_mono - self._started_mono,
+            bad_after_s=self.settings.bad_after_s,
+        )
         if profile != self._profile:
             self._profile = profile
-            self._say(f"version {version} is {profile.name} now "
-                      f"(p99 ~{profile.latency_p99_s * 1000:.0f} ms, errors {profile.error_rate:.0%}, "
-                      f"bad feedback {profile.bad_feedback_rate:.0%}, accuracy {profile.accuracy:.0%}"
-                      f"{', inputs drifting' if profile.drifting else ''})")
+            self._say(
+                f"version {version} is {profile.name} now "
+                f"(p99 ~{profile.latency_p99_s * 1000:.0f} ms, errors {profile.error_rate:.0%}, "
+                f"bad feedback {profile.bad_feedback_rate:.0%}, accuracy {profile.accuracy:.0%}"
+                f"{', inputs drifting' if profile.drifting else ''})"
+            )
         now = datetime.now(UTC)
         batch = []
         for _ in range(count):
             self._requests += 1
-            request = simulate_request(self._rng, profile, self._sampler, version=version,
-                                       request_id=f"{self.settings.seed}-{self._requests:09d}")
+            request = simulate_request(
+                self._rng,
+                profile,
+                self._sampler,
+                version=version,
+                request_id=f"{self.settings.seed}-{self._requests:09d}",
+            )
             self.metrics.observe(request)
             batch.append((request, now))
         return batch
@@ -332,26 +243,58 @@ def sampler_for(reference_csv: Path | None, seed: int, say: Callable[[str], None
     return FeatureSampler(generated_reference(seed))
 
 
+def service_state(url: str) -> dict[str, Any]:
+    """A running service's /state, or {} when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{url}/state", timeout=2) as response:
+            state: dict[str, Any] = json.load(response)
+            return state
+    except (OSError, ValueError, urllib.error.URLError):
+        return {}
+
+
+def serving(url: str) -> bool:
+    """The running service at `url` knows which version it serves."""
+    return service_state(url).get("version") is not None
+
+
 def _parse_args(argv: Sequence[str] | None) -> ServiceSettings:
-    parser = argparse.ArgumentParser(prog="python -m scenario.model_service", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m scenario.model_service",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--port", type=int, default=0, help="HTTP port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--db", type=Path, required=True, help="SQLite analytics database to write")
-    parser.add_argument("--tracking-uri", required=True, help="MLflow registry, e.g. sqlite:////abs/mlflow.db")
+    parser.add_argument(
+        "--tracking-uri", required=True, help="MLflow registry, e.g. sqlite:////abs/mlflow.db"
+    )
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--alias", default=ALIAS)
     parser.add_argument("--bad-version", default=BAD_VERSION)
-    parser.add_argument("--bad-after", type=float, default=45.0, help="seconds until the bad version degrades")
+    parser.add_argument(
+        "--bad-after", type=float, default=45.0, help="seconds until the bad version degrades"
+    )
     parser.add_argument("--rate", type=float, default=35.0, help="mean requests per second")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--reference", type=Path, help="reference CSV to draw healthy inputs like")
     parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between alias lookups")
     parser.add_argument("--label-delay", type=float, default=2.0, help="seconds until ground truth arrives")
     args = parser.parse_args(argv)
-    return ServiceSettings(db_path=args.db, tracking_uri=args.tracking_uri, port=args.port, model=args.model,
-                           alias=args.alias, bad_version=args.bad_version, bad_after_s=args.bad_after,
-                           rate_per_s=args.rate, seed=args.seed, reference_csv=args.reference,
-                           poll_interval_s=args.poll_interval, label_delay_s=args.label_delay)
+    return ServiceSettings(
+        db_path=args.db,
+        tracking_uri=args.tracking_uri,
+        port=args.port,
+        model=args.model,
+        alias=args.alias,
+        bad_version=args.bad_version,
+        bad_after_s=args.bad_after,
+        rate_per_s=args.rate,
+        seed=args.seed,
+        reference_csv=args.reference,
+        poll_interval_s=args.poll_interval,
+        label_delay_s=args.label_delay,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -363,8 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service = ModelService(settings, registry_lookup(settings), sampler_for(settings.reference_csv,
-                                                                             settings.seed, say), say)
+    service = ModelService(
+        settings, registry_lookup(settings), sampler_for(settings.reference_csv, settings.seed, say), say
+    )
     service.start()
     say(f"listening on http://127.0.0.1:{service.port}")
     stop.wait()

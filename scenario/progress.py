@@ -8,13 +8,15 @@ a "still ..." line every few seconds and an end line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from pathlib import Path
+from typing import IO, TextIO
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _PLAIN_HEARTBEAT_S = 10.0
@@ -128,8 +130,9 @@ class Step:
         took = f"({time.monotonic() - self._started:.1f}s)"
         extra = f" {self._console.dim(self.detail)}" if self.detail else ""
         if failed_reason is None:
-            self._console.say(f"{self._console.green('✓')} {self.title}{extra} {self._console.dim(took)}",
-                              stamp=True)
+            self._console.say(
+                f"{self._console.green('✓')} {self.title}{extra} {self._console.dim(took)}", stamp=True
+            )
         else:
             self._console.say(f"{self._console.red('✗')} {self.title}: {failed_reason} {took}", stamp=True)
 
@@ -145,3 +148,31 @@ class Step:
             elif elapsed >= next_heartbeat:
                 self._console.say(f"… still {self.title} ({elapsed:.0f}s)", stamp=True)
                 next_heartbeat += _PLAIN_HEARTBEAT_S
+
+
+def forward_output(
+    stream: IO[str] | None,
+    console: Console,
+    label: str,
+    raw_log: Path,
+    describe: Callable[[str], str | None] | None = None,
+) -> threading.Thread:
+    """Copy a child's output to `raw_log` and, made readable by `describe`, to the console.
+
+    Reading starts at once: a child whose pipe fills up would stall.
+    """
+
+    def pump() -> None:
+        if stream is None:
+            return
+        with raw_log.open("a") as log, contextlib.suppress(ValueError, OSError):
+            for line in stream:
+                log.write(line)
+                log.flush()
+                shown = describe(line) if describe is not None else line.rstrip("\n")
+                if shown:
+                    console.say(f"{label} {shown}", stamp=True)
+
+    thread = threading.Thread(target=pump, name=f"output:{raw_log.name}", daemon=True)
+    thread.start()
+    return thread

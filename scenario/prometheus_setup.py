@@ -58,10 +58,14 @@ def write_config(directory: Path, jobs: Mapping[str, Sequence[str]], *, scrape_i
     """prometheus.yml scraping each job's `host:port` targets every `scrape_interval`."""
     config = {
         # The scrape timeout may not exceed the interval (Prometheus' default timeout is 10s).
-        "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
-                   "evaluation_interval": scrape_interval},
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}
-                           for job, targets in jobs.items()],
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": scrape_interval,
+        },
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": list(targets)}]} for job, targets in jobs.items()
+        ],
     }
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -78,13 +82,21 @@ def start_prometheus(
 ) -> PrometheusServer | PrometheusFailure:
     """Start Prometheus with its config, data and log under `directory`, ready to answer."""
     if not binary.exists():
-        return PrometheusFailure(f"{binary} is missing: install Debian's package (apt-get install prometheus)")
+        return PrometheusFailure(
+            f"{binary} is missing: install Debian's package (apt-get install prometheus)"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     config = write_config(directory, jobs)
     listen = f"127.0.0.1:{port if port is not None else free_port()}"
     log_path = directory / "prometheus.log"
-    argv = [str(binary), f"--config.file={config}", f"--storage.tsdb.path={directory / 'data'}",
-            f"--web.listen-address={listen}", "--storage.tsdb.retention.time=1d", "--log.level=warn"]
+    argv = [
+        str(binary),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={directory / 'data'}",
+        f"--web.listen-address={listen}",
+        "--storage.tsdb.retention.time=1d",
+        "--log.level=warn",
+    ]
     with log_path.open("w") as log:
         try:
             child = spawn("prometheus", argv, cwd=directory, stdout=log, stderr=subprocess.STDOUT)

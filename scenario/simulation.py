@@ -45,10 +45,24 @@ class Profile:
         return self.latency_median_s * math.exp(Z99 * self.latency_sigma)
 
 
-HEALTHY = Profile("healthy", latency_median_s=0.032, latency_sigma=0.40, error_rate=0.01,
-                  bad_feedback_rate=0.05, accuracy=0.96, drifting=False)
-DEGRADED = Profile("degraded", latency_median_s=0.16, latency_sigma=0.40, error_rate=0.10,
-                   bad_feedback_rate=0.35, accuracy=0.70, drifting=True)
+HEALTHY = Profile(
+    "healthy",
+    latency_median_s=0.032,
+    latency_sigma=0.40,
+    error_rate=0.01,
+    bad_feedback_rate=0.05,
+    accuracy=0.96,
+    drifting=False,
+)
+DEGRADED = Profile(
+    "degraded",
+    latency_median_s=0.16,
+    latency_sigma=0.40,
+    error_rate=0.10,
+    bad_feedback_rate=0.35,
+    accuracy=0.70,
+    drifting=True,
+)
 
 # Share of answered requests whose user leaves feedback, and of transactions that are fraud.
 FEEDBACK_SHARE = 0.3
@@ -104,8 +118,9 @@ class FeatureSampler:
             return row
         category = self.rare_category if rng.random() < 0.6 else row.merchant_category
         hour = rng.randrange(0, 5) if rng.random() < 0.5 else row.hour
-        return Features(amount=round(row.amount * 4.0, 2), merchant_category=category, hour=hour,
-                        country=row.country)
+        return Features(
+            amount=round(row.amount * 4.0, 2), merchant_category=category, hour=hour, country=row.country
+        )
 
 
 def simulate_request(
@@ -138,12 +153,24 @@ def load_reference(path: Path) -> list[Features] | ReferenceFailure:
 
 
 def _features_from(record: dict[str, str]) -> Features:
-    return Features(amount=float(record["amount"]), merchant_category=record["merchant_category"],
-                    hour=int(float(record["hour"])), country=record["country"])
+    return Features(
+        amount=float(record["amount"]),
+        merchant_category=record["merchant_category"],
+        hour=int(float(record["hour"])),
+        country=record["country"],
+    )
 
 
-_CATEGORIES = {"grocery": 30, "restaurants": 20, "online_retail": 18, "fuel": 12, "travel": 8,
-               "electronics": 6, "entertainment": 4, "jewelry": 2}
+_CATEGORIES = {
+    "grocery": 30,
+    "restaurants": 20,
+    "online_retail": 18,
+    "fuel": 12,
+    "travel": 8,
+    "electronics": 6,
+    "entertainment": 4,
+    "jewelry": 2,
+}
 _COUNTRIES = {"US": 45, "GB": 15, "DE": 12, "FR": 10, "NL": 8, "ES": 6, "BR": 4}
 
 

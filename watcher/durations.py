@@ -93,7 +93,9 @@ def parse_rate_limit(text: str) -> RateLimit | InvalidRateLimit:
         return InvalidRateLimit(f"invalid rate limit '{text}': expected COUNT per DURATION, e.g. '3 per 24h'")
     period = parse_duration(match.group(2))
     if isinstance(period, InvalidDuration):
-        return InvalidRateLimit(period.message)
+        return InvalidRateLimit(
+            f"invalid rate limit '{text}': '{match.group(2)}' is not a duration such as 24h"
+        )
     if period <= timedelta(0):
         return InvalidRateLimit(f"invalid rate limit '{text}': the period must be longer than 0s")
     return RateLimit(count=int(match.group(1)), period=period)

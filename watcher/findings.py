@@ -97,9 +97,15 @@ def _finding(item: dict[str, Any], doc: YamlDocument, model: type[BaseModel], pr
     kind = item["type"]
     if kind == "extra_forbidden":
         key = str(loc[-1])
-        known = known_keys(model, loc[:-1])
         line, column = doc.key_position(path)
-        return Finding(doc.path, line, column, f"unknown key '{key}'{did_you_mean(key, known)}")
+        return Finding(
+            doc.path, line, column, f"unknown key '{key}'{_key_hint(key, model_at(model, loc[:-1]))}"
+        )
+    if loc[-1:] == ("[key]",):  # a mapping key itself is invalid: point at the key
+        path = doc.resolve(prefix + loc[:-1])
+        line, column = doc.key_position(path)
+        message = _message(item, kind, _label(path[:-1], loc[:-2]))
+        return Finding(doc.path, line, column, doc.hide_expanded(path, message))
     line, column = doc.position(path)
     if kind == "missing":
         return Finding(doc.path, line, column, f"missing required key '{loc[-1]}'")
@@ -115,9 +121,41 @@ def _message(item: dict[str, Any], kind: str, label: str) -> str:
         return f"unknown {label} '{shown}'{hint}: expected one of {', '.join(allowed)}"
     if kind in _EXPECTED:
         return f"{label}: expected {_EXPECTED[kind]}, got {describe(item['input'])}"
+    ctx = item.get("ctx", {})
+    if kind in _LIMITS:
+        return f"{label}: must be {_LIMITS[kind]} {ctx[kind_limit(kind)]}"
+    if kind in ("too_short", "string_too_short"):
+        return f"{label}: must not be empty" if ctx.get("min_length") == 1 else f"{label}: too short"
     message = str(item["msg"])
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return f"{label}: {message[:1].lower()}{message[1:]}"
+
+
+_LIMITS = {
+    "greater_than": "greater than",
+    "greater_than_equal": "at least",
+    "less_than": "less than",
+    "less_than_equal": "at most",
+}
+
+
+def kind_limit(kind: str) -> str:
+    """The ctx key pydantic gives the limit under, for each error type of _LIMITS."""
+    return {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}[
+        kind
+    ]
+
+
+def _key_hint(key: str, model: type[BaseModel] | None) -> str:
+    """` (did you mean 'x'?)`: a close known key, or what a familiar word is called here."""
+    if model is None:
+        return ""
+    known = [info.alias or name for name, info in model.model_fields.items()]
+    hints: dict[str, str] = getattr(model, "key_hints", {})
+    close = difflib.get_close_matches(key, [*known, *hints], n=1, cutoff=0.6)
+    if not close:
+        return ""
+    return f" (did you mean {hints[close[0]]}?)" if close[0] in hints else f" (did you mean '{close[0]}'?)"
 
 
 def _label(path: TreePath, loc: tuple[str | int, ...]) -> str:
@@ -132,17 +170,14 @@ def _label(path: TreePath, loc: tuple[str | int, ...]) -> str:
     return "value" + "".join(indexes)
 
 
-def known_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The keys the mapping at `loc` below `model` accepts (for a did-you-mean hint)."""
+def model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `loc` below `model` (for a did-you-mean hint)."""
     annotation: Any = model
     for part in loc:
         annotation = _child_annotation(annotation, part)
         if annotation is None:
-            return []
-    found = _model_of(annotation)
-    if found is None:
-        return []
-    return [info.alias or name for name, info in found.model_fields.items()]
+            return None
+    return _model_of(annotation)
 
 
 def _child_annotation(annotation: Any, part: str | int) -> Any:

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 SOCKET_TIMEOUT_SECONDS = 30  # a client that stops sending does not hold a thread for ever
+SHUTDOWN_POLL_SECONDS = 0.1  # how soon stop() is noticed by the serving loop
 MAX_INCIDENT_ID = 2**31 - 1  # the column is a 32-bit integer; larger ids cannot exist
 
 SlackHandler = Callable[[Mapping[str, str], bytes], tuple[int, "dict[str, Any] | bytes"]]
@@ -322,6 +323,11 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client must not keep the process from exiting
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The default prints a traceback to stderr, past the log set-up and its redaction; a
+        # client that hung up or timed out is routine, not an error of the daemon.
+        log.debug("HTTP connection ended abnormally", exc_info=True)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
@@ -378,7 +384,10 @@ class HttpServer:
             reason = error.strerror or str(error)
             raise HttpBindError(error.errno, f"cannot listen on {self.host}:{self.port}: {reason}") from None
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="watcher-http", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
+            name="watcher-http",
+            daemon=True,
         )
         self._thread.start()
         log.info("HTTP listening", extra={"listen": f"{self.host}:{self.bound_port}"})

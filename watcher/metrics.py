@@ -13,8 +13,10 @@ plain gauge instead.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from watcher.evaluation import Transition
 from watcher.model import Outcome, RuleState
@@ -145,4 +147,21 @@ class Metrics:
     # --- exposition -------------------------------------------------------------------------------
     def render(self) -> bytes:
         """The registry in the Prometheus text format (CONTENT_TYPE)."""
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """The registry's families minus the `*_created` series the client adds to every counter.
+
+    They double the series count and nothing here uses them; the client's own switch
+    (disable_created_metrics) is process-wide, this one touches only this registry's output.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
+            yield kept

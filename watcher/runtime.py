@@ -65,7 +65,7 @@ def build_source(rule: Rule, config: WatcherConfig, prometheus_client: Any = Non
             if config.prometheus is None:
                 raise ValueError(f"{rule.id}: a prometheus rule needs the prometheus section")
             prometheus_client = PrometheusClient(
-                config.prometheus.url, dict(config.prometheus.headers), timeout
+                config.prometheus.url, config.prometheus.header_values(), timeout
             )
         min_query = rule.min_samples if isinstance(rule.min_samples, MinSamplesQuery) else None
         return PrometheusSource(
@@ -104,7 +104,7 @@ def build_runtime_rules(
         from watcher.sources.prometheus import PrometheusClient
 
         client = PrometheusClient(
-            config.prometheus.url, dict(config.prometheus.headers), config.evaluation.timeout
+            config.prometheus.url, config.prometheus.header_values(), config.evaluation.timeout
         )
     return {
         rule_id: RuntimeRule(rule, build_source(rule, config, client), policy_for(rule))

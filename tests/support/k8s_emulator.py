@@ -155,6 +155,7 @@ class KubernetesEmulator:
         self._lock = threading.Lock()
         self._uid = 0
         self._resource_version = 100
+        self._race_image: str | None = None
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ class KubernetesEmulator:
 
         Handler.emulator = emulator
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -221,10 +222,17 @@ class KubernetesEmulator:
     def set_image(self, namespace: str, name: str, image: str) -> None:
         """What `kubectl set image` does: a new template, hence a new revision."""
         with self._lock:
-            deployment = self._deployments[(namespace, name)]
-            deployment.doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
-            deployment.generation += 1
-            self._roll_out(deployment)
+            self._set_image(self._deployments[(namespace, name)], image)
+
+    def set_image_before_next_patch(self, image: str) -> None:
+        """Someone else changes the image just before the next PATCH arrives: a race."""
+        with self._lock:
+            self._race_image = image
+
+    def _set_image(self, deployment: _Deployment, image: str) -> None:
+        deployment.doc["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        deployment.generation += 1
+        self._roll_out(deployment)
 
     def fail_next(self, status: int, times: int = 1) -> None:
         """The next `times` requests get `status`, with a body echoing the request's credentials
@@ -240,6 +248,11 @@ class KubernetesEmulator:
         with self._lock:
             doc = self._deployments[(namespace, name)].doc
             return str(doc["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Deployment as the API would return it."""
+        with self._lock:
+            return self._deployment_json(self._deployments[(namespace, name)])
 
     def snapshot(self) -> str:
         """Everything the emulator holds, as text: equal snapshots mean nothing changed."""
@@ -388,6 +401,9 @@ class KubernetesEmulator:
             return 405, _status(405, "method not allowed")
         if "patch" not in self.allowed_verbs:
             return 403, _status(403, f'deployments.apps "{name}" is forbidden: cannot patch')
+        if self._race_image is not None:
+            self._set_image(deployment, self._race_image)
+            self._race_image = None
         return self._patch(deployment, headers.get("content-type", ""), json.loads(body))
 
     def _patch(self, deployment: _Deployment, content_type: str, patch: Any) -> tuple[int, Any]:

@@ -10,15 +10,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, load_or_report
 from watcher.incident_json import incident_detail_json, incidents_json
 from watcher.logs import redact
 from watcher.store import migrate
-from watcher.store.database import open_engine, redact_url
+from watcher.store.database import is_sqlite, open_engine, redact_url
 from watcher.store.repository import Store
 
 TABLE_COLUMNS = ("id", "status", "rule", "target", "version", "opened", "resolved")
@@ -41,14 +43,16 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if isinstance(config, int):
         return config
-    return list_incidents(config.database, open_only=args.open, as_json=args.json, out=sys.stdout)
+    database = config.database
+    return list_incidents(database, open_only=args.open, as_json=args.json, out=sys.stdout)
 
 
 def cmd_incident(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if isinstance(config, int):
         return config
-    return show_incident(config.database, args.incident_id, as_json=args.json, out=sys.stdout)
+    database = config.database
+    return show_incident(database, args.incident_id, as_json=args.json, out=sys.stdout)
 
 
 # --- the work, apart from argument parsing ----------------------------------------------------------
@@ -91,6 +95,11 @@ def show_incident(database: str, incident_id: int, *, as_json: bool, out: TextIO
 
 def open_migrated_store(database: str) -> Store | int:
     """A store on a database at the current schema, or EXIT_USAGE after saying why not."""
+    missing = _missing_sqlite_file(database)
+    if missing is not None:
+        # Opening it would create an empty file where the operator expected the daemon's data.
+        print(f"watcher: database file {missing} does not exist: run `watcher db upgrade`", file=sys.stderr)
+        return EXIT_USAGE
     engine = open_engine(database)
     try:
         current = migrate.current_revision(engine)
@@ -104,6 +113,16 @@ def open_migrated_store(database: str) -> Store | int:
         print(f"watcher: database {redact_url(database)} {state}: run `watcher db upgrade`", file=sys.stderr)
         return EXIT_USAGE
     return Store(engine)
+
+
+def _missing_sqlite_file(database: str) -> Path | None:
+    if not is_sqlite(database):
+        return None
+    name = make_url(database).database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    path = Path(name)
+    return None if path.exists() else path
 
 
 def _database_failure(database: str, error: SQLAlchemyError) -> int:
@@ -154,7 +173,8 @@ def incident_text(doc: dict[str, Any]) -> str:
         f"  resolved:  {_short_time(doc['resolved_at'])}",
     ]
     if rollback is not None:
-        lines.append(f"  rollback:  {rollback['from']} -> {rollback['to']} ({rollback['status'] or 'proposed'})")
+        status = rollback["status"] or "proposed"
+        lines.append(f"  rollback:  {rollback['from']} -> {rollback['to']} ({status})")
     if decision["reason"]:
         lines.append(f"  decision:  {decision['reason']}: {decision['detail'] or ''}".rstrip())
     if doc["acknowledged_by"]:
@@ -162,7 +182,7 @@ def incident_text(doc: dict[str, Any]) -> str:
     if doc["silenced_until"]:
         lines.append(f"  silenced until {_short_time(doc['silenced_until'])}")
     lines.append("  evidence:")
-    lines.extend(f"    {key}: {json.dumps(value, ensure_ascii=False)}" for key, value in doc["evidence"].items())
+    lines.extend(f"    {key}: {_compact(value)}" for key, value in doc["evidence"].items())
     lines.append("  timeline:")
     lines.extend(_timeline_line(event) for event in doc.get("timeline", []))
     return "\n".join(lines)
@@ -172,5 +192,10 @@ def _timeline_line(event: dict[str, Any]) -> str:
     versions = ""
     if event["from_version"] or event["to_version"]:
         versions = f" {event['from_version'] or '?'} -> {event['to_version'] or '?'}"
-    detail = " ".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in event["detail"].items())
-    return f"    {_short_time(event['at'])}  {event['actor']:<16} {event['kind']}{versions}  {detail}".rstrip()
+    detail = " ".join(f"{key}={_compact(value)}" for key, value in event["detail"].items())
+    when = _short_time(event["at"])
+    return f"    {when}  {event['actor']:<16} {event['kind']}{versions}  {detail}".rstrip()
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)

@@ -339,7 +339,7 @@ def _status_note(facts: IncidentFacts, now: datetime) -> list[Span]:
 def reason_text(reason: str | None, detail: str | None) -> str:
     words = _REASONS.get(reason, reason.replace("_", " ")) if reason else ""
     if words and detail:
-        return f"{words} ({detail})"
+        return f"{words}: {detail}"
     return words or (detail or "")
 
 

@@ -4,7 +4,9 @@ Built on prometheus-api-client's PrometheusConnect, configured so that one query
 request bounded by the evaluation timeout: the library's default urllib3 Retry (3 retries with
 backoff) would turn a 1 s timeout into about 10 s, so it is replaced by a Retry that never retries,
 and every request carries a urllib3 Timeout whose `total` covers connecting and waiting for the
-answer. Prometheus is also told the same `timeout`, so it abandons the evaluation itself.
+answer. Prometheus is also told the same `timeout`, so it abandons the evaluation itself. (urllib3
+gives each socket read what is left of the total when it starts waiting for the answer; only a
+server trickling its answer byte by byte could stretch one request past it.)
 
 Answers are read explicitly: one series (or a scalar) is a Value; an empty vector or NaN is
 NoData; several series are an error (a rule's query must aggregate to one number); +Inf/-Inf are
@@ -110,17 +112,16 @@ class PrometheusClient:
             )
         except PrometheusApiClientException as error:
             return self._scrubbed(_http_error(error, self._display_url))
+        # requests' JSONDecodeError is also a RequestException: it must be caught first.
+        except (requests.JSONDecodeError, KeyError, TypeError) as error:
+            # A 200 whose body is not the API's JSON (a proxy's login page, a wrong path, ...).
+            return SourceError(
+                ErrorKind.BAD_ANSWER,
+                f"{self._display_url} did not answer with Prometheus API JSON ({type(error).__name__})",
+                retryable=False,
+            )
         except requests.RequestException as error:
             return self._scrubbed(_transport_error(error, self._display_url))
-        except (ValueError, KeyError, TypeError) as error:
-            # A 200 whose body is not the API's JSON (a proxy's login page, a wrong path, ...).
-            return self._scrubbed(
-                SourceError(
-                    ErrorKind.BAD_ANSWER,
-                    f"{self._display_url} did not answer with Prometheus API JSON ({type(error).__name__})",
-                    retryable=False,
-                )
-            )
         return _parse_result(raw)
 
     def _scrubbed(self, error: SourceError) -> SourceError:
@@ -292,6 +293,13 @@ def _api_error(body: bytes) -> tuple[str, str]:
 
 
 def _transport_error(error: requests.RequestException, where: str) -> SourceError:
+    if isinstance(
+        error,
+        requests.exceptions.InvalidURL
+        | requests.exceptions.MissingSchema
+        | requests.exceptions.InvalidSchema,
+    ):
+        return SourceError(ErrorKind.CONFIG, f"bad Prometheus URL {where}: {type(error).__name__}", False)
     cause = _root_cause(error)
     if isinstance(error, requests.Timeout) or isinstance(cause, TimeoutError | ReadTimeoutError):
         return SourceError(ErrorKind.TIMEOUT, f"{where} did not answer in time", retryable=True)

@@ -42,8 +42,9 @@ WINDOW_PARAMETERS = frozenset({"window_start", "window_end"})
 _MAX_ERROR_TEXT = 500
 # SQLite calls the progress handler every this many virtual-machine instructions.
 _SQLITE_PROGRESS_STEPS = 10_000
-# SQLite errors worth another try at the next evaluation; every other one is the query's fault.
-_SQLITE_RETRYABLE = ("database is locked", "database table is locked", "unable to open", "disk i/o error")
+# SQLite errors worth another try at the next evaluation (besides locks, which count as timeouts);
+# every other SQLite error is the query's fault.
+_SQLITE_RETRYABLE = ("unable to open", "disk i/o error")
 
 _CAST_AFTER_PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)::")
 

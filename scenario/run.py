@@ -1,0 +1,385 @@
+"""The live local scenario: a model release goes bad, watcher notices, rolls back, verifies.
+
+    python -m scenario.run [--keep-running] [--bad-after 45] [--timeout 420]
+
+Everything runs locally under `scenario-run/` (wiped at start): a real MLflow registry on SQLite
+(`fraud-detector` v1..3, alias `champion` on 3), a scripted model service serving the champion,
+Debian's Prometheus scraping it every second, a fake Slack printing messages here (or real Slack
+when SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_CHANNEL are set), and `watcher run`.
+Version 3 turns bad `--bad-after` seconds after the service starts. The run ends by itself with a
+summary; exit 0 when the rollback and its verification happened, 1 otherwise. Nothing is left
+running, whether it ends, fails or is interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from scenario.model_service import service_state, serving
+from scenario.monitor import Monitor, print_summary
+from scenario.processes import Child, Supervisor, free_port, python_module_argv, wait_until
+from scenario.progress import Console, forward_output
+from scenario.prometheus_setup import PrometheusFailure, start_prometheus, wait_for_first_data
+from scenario.registry import BAD_VERSION, Registry, create_registry
+from scenario.timeline import (
+    RuleTiming,
+    describe_log_line,
+    read_rule_timings,
+    seconds,
+    timing_table,
+    verify_after_for,
+)
+from scenario.watcher_setup import (
+    DaemonFailure,
+    SlackSetup,
+    WatcherPorts,
+    copy_rules,
+    fake_slack_setup,
+    real_slack_setup,
+    slack_answers,
+    start_daemon,
+    watcher_command,
+    write_watcher_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+RUN_DIR = REPO / "scenario-run"
+DEFAULT_RULES = REPO / "rules" / "fraud-detector.yaml"
+VERIFY_AFTER = timedelta(seconds=45)
+
+
+@dataclass(frozen=True)
+class Options:
+    keep_running: bool
+    bad_after_s: float
+    timeout_s: float
+    rule_file: Path
+    rate_per_s: float
+
+
+class ScenarioFailure(Exception):
+    """A step could not be done; the message says which and why (never a secret)."""
+
+
+def parse_args(argv: Sequence[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m scenario.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--keep-running", action="store_true", help="keep everything up after the summary")
+    parser.add_argument("--bad-after", type=float, default=45.0, help="seconds until version 3 turns bad")
+    parser.add_argument("--timeout", type=float, default=420.0, help="give up after this many seconds")
+    parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="the rule file to run")
+    parser.add_argument("--rate", type=float, default=35.0, help="simulated requests per second")
+    args = parser.parse_args(argv)
+    return Options(
+        keep_running=args.keep_running,
+        bad_after_s=args.bad_after,
+        timeout_s=args.timeout,
+        rule_file=args.rules.resolve(),
+        rate_per_s=args.rate,
+    )
+
+
+@dataclass
+class Endpoints:
+    service: str = ""
+    prometheus: str = ""
+    watcher: str = ""
+
+
+class Scenario:
+    def __init__(self, options: Options, console: Console, supervisor: Supervisor) -> None:
+        self.options = options
+        self.console = console
+        self.supervisor = supervisor
+        self.urls = Endpoints()
+
+    def run(self) -> int:
+        self._prepare_run_dir()
+        copied = copy_rules(self.options.rule_file, RUN_DIR)
+        if isinstance(copied, str):
+            raise ScenarioFailure(copied)
+        timings = read_rule_timings(copied.rule_file, default_every=timedelta(seconds=10))
+        if isinstance(timings, str):
+            raise ScenarioFailure(timings)
+        verify_after = verify_after_for(timings, at_least=VERIFY_AFTER)
+        self._show_rules(timings, verify_after)
+        registry = self._create_registry()
+        slack = self._start_slack()
+        self._start_service(registry, copied.analytics_db, copied.rule_file.parent)
+        self._start_prometheus(watcher_port := free_port())
+        config = write_watcher_config(
+            RUN_DIR,
+            copied,
+            registry,
+            slack,
+            WatcherPorts(self.urls.prometheus, watcher_port),
+            shortest_every=min((t.every for t in timings), default=timedelta(seconds=10)),
+            verify_after=verify_after,
+        )
+        self.urls.watcher = f"http://127.0.0.1:{watcher_port}"
+        self._write_press_settings(slack)
+        daemon = self._start_daemon(config, slack, copied.analytics_db)
+        monitor = self._watch(daemon, registry)
+        code = print_summary(self.console, monitor.observations, timings, verify_after=verify_after)
+        if self.options.keep_running:
+            self._keep_running(daemon, monitor, config)
+        return code
+
+    def _show_rules(self, timings: list[RuleTiming], verify_after: timedelta) -> None:
+        self.console.say(f"rules ({self.options.rule_file.name}):")
+        for line in timing_table(timings):
+            self.console.say(self.console.dim(line))
+        if verify_after > VERIFY_AFTER:
+            # Re-checked sooner, a rule would still see the bad release's data in its window.
+            self.console.say(
+                self.console.dim(
+                    f"  verify_after {seconds(verify_after)}: the longest window of a rollback rule "
+                    f"plus one interval (at least {seconds(VERIFY_AFTER)})"
+                )
+            )
+
+    def _prepare_run_dir(self) -> None:
+        with self.console.step(f"preparing {RUN_DIR.relative_to(REPO)}/"):
+            _refuse_when_another_run_is_live(RUN_DIR)
+            shutil.rmtree(RUN_DIR, ignore_errors=True)
+            RUN_DIR.mkdir(parents=True)
+            (RUN_DIR / "scenario.pid").write_text(str(os.getpid()))
+
+    def _create_registry(self) -> Registry:
+        with self.console.step("creating the MLflow registry: fraud-detector v1, v2, v3, champion → 3"):
+            return create_registry(RUN_DIR)
+
+    def _start_slack(self) -> SlackSetup:
+        real = real_slack_setup(os.environ)
+        if real is not None:
+            self.console.say(f"Slack: the real workspace, channel {real.channel}", stamp=True)
+            return real
+        with self.console.step("starting the fake Slack (its messages are printed here)") as step:
+            port = free_port()
+            slack = fake_slack_setup(f"http://127.0.0.1:{port}/api/")
+            token = slack.environment["SLACK_BOT_TOKEN"]
+            argv = python_module_argv("scenario.fake_slack", "--port", str(port), "--token", token)
+            child = self.supervisor.spawn("fake-slack", argv, cwd=REPO)
+            forward_output(
+                child.process.stdout, self.console, self.console.yellow("slack  │"), RUN_DIR / "slack.log"
+            )
+            if not wait_until(lambda: slack_answers(slack) or not child.running(), timeout_s=30):
+                raise ScenarioFailure("the fake Slack did not answer within 30s; see scenario-run/slack.log")
+            if not child.running():
+                raise ScenarioFailure("the fake Slack exited; see scenario-run/slack.log")
+            step.note(slack.api_url or "")
+        return slack
+
+    def _start_service(self, registry: Registry, analytics_db: Path, rules_dir: Path) -> None:
+        port = free_port()
+        self.urls.service = f"http://127.0.0.1:{port}"
+        title = f"starting the model service (version 3 turns bad after {self.options.bad_after_s:.0f}s)"
+        with self.console.step(title) as step:
+            reference = rules_dir / "data" / "fraud_reference.csv"
+            argv = python_module_argv(
+                "scenario.model_service", "--port", str(port), "--db", str(analytics_db),
+                "--tracking-uri", registry.tracking_uri, "--bad-after", str(self.options.bad_after_s),
+                "--rate", str(self.options.rate_per_s),
+                *(["--reference", str(reference)] if reference.exists() else []),
+            )  # fmt: skip
+            child = self.supervisor.spawn("model-service", argv, cwd=REPO)
+            forward_output(
+                child.process.stdout, self.console, self.console.yellow("service│"), RUN_DIR / "service.log"
+            )
+            if not wait_until(lambda: serving(self.urls.service) or not child.running(), timeout_s=60):
+                raise ScenarioFailure(
+                    "the model service did not serve within 60s; see scenario-run/service.log"
+                )
+            if not child.running():
+                raise ScenarioFailure("the model service exited; see scenario-run/service.log")
+            step.note(self.urls.service)
+
+    def _start_prometheus(self, watcher_port: int) -> None:
+        with self.console.step(
+            "starting Prometheus (scrapes every 1s) and waiting for the first data"
+        ) as step:
+            jobs = {
+                "model-service": [self.urls.service.removeprefix("http://")],
+                "watcher": [f"127.0.0.1:{watcher_port}"],
+            }
+            server = start_prometheus(RUN_DIR / "prometheus", jobs)
+            if isinstance(server, PrometheusFailure):
+                raise ScenarioFailure(f"Prometheus: {server.message}")
+            self.supervisor.adopt(server.child)
+            self.urls.prometheus = server.url
+            if not wait_for_first_data(server, "model-service", timeout_s=30):
+                raise ScenarioFailure("Prometheus has no data from the model service after 30s")
+            step.note(server.url)
+
+    def _write_press_settings(self, slack: SlackSetup) -> None:
+        from scenario.fake_slack import TEAM_ID
+
+        settings: dict[str, Any] = {
+            "watcher_url": self.urls.watcher,
+            "team_id": TEAM_ID,
+            "approver": slack.approvers[0] if slack.approvers else None,
+        }
+        if slack.fake:  # a secret made up for this run only; real secrets stay in the environment
+            settings["signing_secret"] = slack.environment["SLACK_SIGNING_SECRET"]
+        path = RUN_DIR / "press.json"
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(settings, indent=2))
+
+    def _start_daemon(self, config: Path, slack: SlackSetup, analytics_db: Path) -> Child:
+        environment = {
+            **os.environ,
+            **slack.environment,
+            "PYTHONUNBUFFERED": "1",
+            "ANALYTICS_DB_URL": f"sqlite:///{analytics_db.resolve()}",
+        }
+
+        def attach(child: Child) -> None:
+            label = self.console.bold("watcher│")
+            forward_output(
+                child.process.stdout, self.console, label, RUN_DIR / "watcher.log", describe_log_line
+            )
+
+        with self.console.step(f"starting `watcher run --config {config.relative_to(REPO)}`") as step:
+            daemon = start_daemon(
+                self.supervisor,
+                config,
+                environment,
+                command=watcher_command(),
+                ready_url=f"{self.urls.watcher}/readyz",
+                attach=attach,
+            )
+            if isinstance(daemon, DaemonFailure):
+                step.fail("failed")
+                raise ScenarioFailure(_daemon_failure_text(daemon))
+            step.note(self.urls.watcher)
+        return daemon
+
+    def _watch(self, daemon: Child, registry: Registry) -> Monitor:
+        bad_since = service_state(self.urls.service).get("bad_since")
+        bad_release_at = (
+            datetime.fromisoformat(bad_since) if isinstance(bad_since, str) else datetime.now(UTC)
+        )
+        monitor = Monitor(self.console, registry, self.urls.watcher, bad_release_at, bad_version=BAD_VERSION)
+        self.console.say(
+            self.console.bold("watching: the daemon's timeline, Slack and the registry"), stamp=True
+        )
+        deadline = time.monotonic() + max(0.0, self.options.timeout_s - self.console.elapsed_s())
+        while not monitor.observations.finished and time.monotonic() < deadline:
+            if not daemon.running():
+                monitor.observations.missing.append(
+                    f"`watcher run` exited with code {daemon.process.returncode}"
+                )
+                break
+            monitor.poll()
+            time.sleep(1.0)
+        if not monitor.observations.finished and time.monotonic() >= deadline:
+            monitor.observations.missing.append(f"the scenario timed out after {self.options.timeout_s:.0f}s")
+        return monitor
+
+    def _keep_running(self, daemon: Child, monitor: Monitor, config: Path) -> None:
+        observations = monitor.observations
+        incident = observations.incident_id if observations.incident_id is not None else "ID"
+        say = self.console.say
+        say()
+        say(self.console.bold("Everything keeps running. Look around (Ctrl-C stops it all):"))
+        say(f"  curl -s {self.urls.service}/metrics | grep model_requests_total")
+        say(f"  Prometheus UI: {self.urls.prometheus}/graph")
+        say(f"  curl -s {self.urls.watcher}/api/incidents | python3 -m json.tool")
+        say(f"  curl -s {self.urls.watcher}/metrics | grep watcher_rule_state")
+        say(f"  .venv/bin/watcher incidents --config {config.relative_to(REPO)}")
+        say(f"  .venv/bin/watcher incident {incident} --config {config.relative_to(REPO)}")
+        say(
+            f"  .venv/bin/python -m scenario.press --incident {incident} --action undo   "
+            "# presses 'Undo rollback', signed like Slack"
+        )
+        say(f"  logs: {RUN_DIR.relative_to(REPO)}/{{watcher,service,slack}}.log, prometheus/prometheus.log")
+        while daemon.running():
+            monitor.poll()
+            time.sleep(1.0)
+        say(f"`watcher run` exited with code {daemon.process.returncode}", stamp=True)
+
+
+def _daemon_failure_text(failure: DaemonFailure) -> str:
+    log = RUN_DIR / "watcher.log"
+    tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
+    hint = ""
+    if any("No module named 'watcher.cli'" in line for line in tail):
+        hint = "\n  the daemon's command line (watcher.cli) is not in this checkout yet"
+    shown = "".join(f"\n  │ {line}" for line in tail)
+    return f"{failure.message}{hint}{shown}\n  full output: {log.relative_to(REPO)}"
+
+
+def _refuse_when_another_run_is_live(run_dir: Path) -> None:
+    try:
+        pid = int((run_dir / "scenario.pid").read_text())
+    except (OSError, ValueError):
+        return
+    if pid == os.getpid():
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except PermissionError:
+        pass
+    raise ScenarioFailure(f"another scenario is running (pid {pid}); stop it first")
+
+
+def _release_run_dir(run_dir: Path) -> None:
+    pid_file = run_dir / "scenario.pid"
+    with contextlib.suppress(OSError, ValueError):
+        if int(pid_file.read_text()) == os.getpid():
+            pid_file.unlink()
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally that stops every child
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    # MLflow and Alembic announce every table they create; the scenario's own lines say enough.
+    for noisy in ("mlflow", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console = Console()
+    supervisor = Supervisor()
+    atexit.register(supervisor.stop_all)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    console.say(console.bold("model-watcher: a release goes bad, watcher rolls it back"))
+    try:
+        return Scenario(options, console, supervisor).run()
+    except ScenarioFailure as failure:
+        console.say(f"{console.red('scenario failed:')} {failure}", stamp=True)
+        return 1
+    except KeyboardInterrupt:
+        console.say("interrupted", stamp=True)
+        return 130
+    finally:
+        stopping = supervisor.children()
+        if stopping:
+            console.say(f"stopping {', '.join(child.name for child in reversed(stopping))}", stamp=True)
+        supervisor.stop_all()
+        _release_run_dir(RUN_DIR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
