@@ -52,7 +52,7 @@ from remediations.templating import (
     read_tail,
     render_arguments,
 )
-from watcher.durations import PositiveDuration
+from watcher.durations import PositiveDuration, format_duration
 
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
 _ROLLBACK_NAMES = frozenset({"intent", "target", "from_version", "to_version"})
@@ -143,7 +143,8 @@ class CommandAdapter:
     def _run_failure(self, what: str, run: _Run) -> AdapterFailure:
         """Why a finished run counts as failed, and whether trying again may help."""
         if run.exit_code is None:
-            return AdapterFailure(f"{what} killed after {self._settings.timeout} timeout", retryable=True)
+            timeout = format_duration(self._settings.timeout)
+            return AdapterFailure(f"{what} killed after the {timeout} timeout", retryable=True)
         if run.exit_code < 0:
             return AdapterFailure(f"{what} killed by signal {-run.exit_code}", retryable=False)
         tail = self._scrub(run.stderr.strip().splitlines()[-1] if run.stderr.strip() else "")[:300]

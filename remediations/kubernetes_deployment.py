@@ -40,7 +40,7 @@ from remediations.base import (
     VersionInfo,
 )
 from remediations.templating import Scrubber
-from watcher.durations import PositiveDuration
+from watcher.durations import PositiveDuration, format_duration
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -366,7 +366,7 @@ class KubernetesDeploymentAdapter:
                 )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                timeout = self._settings.rollout_timeout
+                timeout = format_duration(self._settings.rollout_timeout)
                 message = f"rollout not available after {timeout}: {summary} (the new template stays applied)"
                 return _failed(AdapterFailure(message, retryable=False), record)
             time.sleep(min(self._settings.poll_interval.total_seconds(), remaining))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from jinja2 import StrictUndefined, TemplateError, meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 REDACTED = "***"
 # user:password@ inside any URI, and bearer tokens: scrubbed even when nobody told us the value.
@@ -70,8 +70,12 @@ def read_tail(stream: IO[bytes], limit: int = OUTPUT_TAIL_BYTES) -> str:
     return stream.read().decode("utf-8", errors="replace")
 
 
-# Autoescape is off on purpose: arguments are not HTML, and no shell ever sees them.
-_SANDBOX = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+# Autoescape is off on purpose: arguments are not HTML, and no shell ever sees them. No loader and
+# no globals: a template sees exactly the variables it is given.
+_SANDBOX = ImmutableSandboxedEnvironment(
+    undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+)
+_SANDBOX.globals.clear()
 
 
 def check_templates(arguments: Sequence[str], allowed: frozenset[str]) -> list[str]:

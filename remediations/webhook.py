@@ -8,7 +8,8 @@ Every request is signed so the receiver can tell it comes from watcher and is fr
 where ``body`` is the exact bytes sent (empty for GET). A receiver recomputes the HMAC with the
 shared secret, compares in constant time and rejects timestamps more than 5 minutes away.
 
-A rollback is ``POST url`` with ``Idempotency-Key: <intent key>`` and the JSON body
+A rollback is ``POST url`` (templated like ``status_url`` below) with
+``Idempotency-Key: <intent key>`` and the JSON body
 ``{"intent", "target", "from_version", "to_version", "timestamp"}`` (timestamp: RFC 3339 UTC, the
 same instant as the header). The receiver's answer:
 
@@ -55,7 +56,7 @@ from remediations.base import (
     VersionInfo,
 )
 from remediations.templating import Scrubber, check_templates, looks_secret, render_arguments
-from watcher.durations import PositiveDuration
+from watcher.durations import PositiveDuration, format_duration
 
 _RESERVED_HEADERS = frozenset(
     {"content-type", "idempotency-key", "x-watcher-timestamp", "x-watcher-signature", "content-length"}
@@ -251,16 +252,20 @@ class WebhookAdapter:
             },
             separators=(",", ":"),
         ).encode()
-        answer = self._request("POST", self._settings.url, body, {"Idempotency-Key": intent_key})
-        if isinstance(answer, AdapterFailure):
-            return _failed(answer, record)
-        record["http_status"] = str(answer.status)
         variables = {
             "intent": intent_key,
             "target": self._settings.target or "",
             "from_version": from_version,
+            "to_version": to_version,
         }
-        outcome = self._conclude(answer, {**variables, "to_version": to_version}, record)
+        url = self._render(self._settings.url, variables)
+        if isinstance(url, AdapterFailure):
+            return _failed(url, record)
+        answer = self._request("POST", url, body, {"Idempotency-Key": intent_key})
+        if isinstance(answer, AdapterFailure):
+            return _failed(answer, record)
+        record["http_status"] = str(answer.status)
+        outcome = self._conclude(url, answer, variables, record)
         if answer.replayed and outcome.result is RollbackResult.DONE:
             # The receiver answered from its record of this key: the change was made before.
             return RollbackOutcome(RollbackResult.ALREADY_DONE, outcome.detail, None, outcome.record)
@@ -277,14 +282,14 @@ class WebhookAdapter:
     # -- rollback steps -------------------------------------------------------------------------
 
     def _conclude(
-        self, answer: _Answer, variables: Mapping[str, str], record: dict[str, str]
+        self, url: str, answer: _Answer, variables: Mapping[str, str], record: dict[str, str]
     ) -> RollbackOutcome:
         if answer.status == 409 and _says_version_changed(answer.body):
             live = answer.body.get("live_version")
             detail = "the receiver refused: version changed" + (f" (live: {live})" if live else "")
             return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
         if not 200 <= answer.status < 300:
-            return _failed(self._refusal("POST", self._settings.url, answer), record)
+            return _failed(self._refusal("POST", url, answer), record)
         status = str(answer.body.get("status", "")).lower()
         if status in _FINAL:
             return RollbackOutcome(_FINAL[status], f"the receiver answered {status}", None, record)
@@ -323,7 +328,7 @@ class WebhookAdapter:
                 detail = self._scrub(str(answer.body.get("detail", "")))[:300]
                 return _failed(AdapterFailure(f"the receiver reports failed: {detail}", False), record)
         # The request was accepted; re-sending it under the same Idempotency-Key is safe.
-        message = f"no final status from {url} within {self._settings.poll_timeout}: {last}"
+        message = f"no final status from {url} within {format_duration(self._settings.poll_timeout)}: {last}"
         return _failed(AdapterFailure(self._scrub(message), retryable=True), record)
 
 

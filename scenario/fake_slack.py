@@ -380,8 +380,7 @@ def render_blocks_as_text(blocks: list[dict[str, Any]]) -> list[str]:
         if kind in ("header", "section") and "text" in block:
             lines += _readable(block["text"]["text"]).splitlines()
         if kind == "section" and block.get("fields"):
-            pairs = (_readable(f["text"]).replace("\n", ": ", 1) for f in block["fields"])
-            lines.append(" · ".join(pairs))
+            lines += _wrap([_readable(f["text"]).replace("\n", ": ", 1) for f in block["fields"]])
         if kind == "context":
             lines.append(" · ".join(_readable(e.get("text", "")) for e in block["elements"]))
         if kind == "actions":
@@ -389,7 +388,24 @@ def render_blocks_as_text(blocks: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _wrap(items: list[str], width: int = 100) -> list[str]:
+    lines = [""]
+    for item in items:
+        if lines[-1] and len(lines[-1]) + len(item) + 3 > width:
+            lines.append("")
+        lines[-1] += f" · {item}" if lines[-1] else item
+    return lines
+
+
+_EMOJI = {":red_circle:": "🔴", ":large_orange_circle:": "🟠", ":large_blue_circle:": "🔵",
+          ":white_check_mark:": "✅"}  # fmt: skip
+
+
 def _readable(text: str) -> str:
+    """Slack mrkdwn as a terminal shows it: no markup, links as their text, dates in UTC."""
+    for code, symbol in _EMOJI.items():
+        text = text.replace(code, symbol)
+    text = re.sub(r"(?<![\w*])\*(\S[^*\n]*?\S|\S)\*(?![\w*])", r"\1", text)
     text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
     text = re.sub(r"<@([A-Z0-9]+)>", r"@\1", text)
     text = re.sub(r"<([^|>]+)\|([^>]+)>", r"\2↗", text)

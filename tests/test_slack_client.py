@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
@@ -134,3 +135,21 @@ def test_ephemeral_usergroup_and_auth(fake: FakeSlack) -> None:
     assert client.usergroup_members("S0ONCALL") == Members(frozenset({"U0ALICE", "U0BOB"}))
     assert client.auth_test() == BotIdentity(TEAM_ID, "U0WATCHER", "B0WATCHER")
     assert all("token" not in call.params for call in fake.calls())
+
+
+def test_fake_slack_echoes_messages_updates_and_replies_readably() -> None:
+    out = io.StringIO()
+    with FakeSlack(echo=out) as fake:
+        client = client_for(fake)
+        first = render_incident(build_message(STATES["awaiting_approval"], NOW))
+        posted = client.post_message("#ml-alerts", first.text, first.blocks)
+        assert isinstance(posted, Delivered)
+        later = render_incident(build_message(STATES["verifying"], NOW))
+        client.update_message(posted.channel, posted.ts, later.text, later.blocks)
+        step = TimelineEntry(NOW, "U012ABCDEF", "approved", "Rollback approved (7 → 6)")
+        client.post_message(posted.channel, render_thread_reply(step), [], posted.ts)
+    shown = out.getvalue()
+    assert f"┌─ #ml-alerts · new message {posted.ts}" in shown
+    assert "312 ms > 250 ms" in shown and "[ Roll back ]  [ Acknowledge ]  [ Silence 1h ]" in shown
+    assert f"┌─ #ml-alerts · updated {posted.ts}" in shown and "[ Undo rollback ]" in shown
+    assert f"↳ thread {posted.ts}: 2024-05-01 12:10:00 UTC · @U012ABCDEF · Rollback approved (7 → 6)" in shown

@@ -37,7 +37,7 @@ def template_problems(template: str) -> list[TemplateProblem]:
     allowed = ", ".join(sorted(ALLOWED_VARIABLES))
     problems = [
         TemplateProblem(f"template uses unknown variable '{name}': allowed are {allowed}", 1)
-        for name in sorted(meta.find_undeclared_variables(tree) - ALLOWED_VARIABLES)
+        for name in sorted(_variables(tree) - ALLOWED_VARIABLES)
     ]
     problems.extend(_private_access(tree))
     problems.extend(_loading_tags(tree))
@@ -46,6 +46,17 @@ def template_problems(template: str) -> list[TemplateProblem]:
     except TemplateError as error:
         problems.append(TemplateProblem(f"template error: {_sentence(error.message)}", 1))
     return problems
+
+
+def _variables(tree: nodes.Template) -> set[str]:
+    """The names a template reads from its context."""
+    try:
+        return set(meta.find_undeclared_variables(tree))
+    except TemplateError:
+        # The analysis compiles the template; with an unknown filter it cannot, so fall back to
+        # every name read minus every name assigned (the compile error is reported anyway).
+        loaded = {node.name for node in tree.find_all(nodes.Name) if node.ctx == "load"}
+        return loaded - {node.name for node in tree.find_all(nodes.Name) if node.ctx == "store"}
 
 
 def _sentence(message: str | None) -> str:

@@ -299,7 +299,7 @@ def activity(facts: IncidentFacts, now: datetime) -> Text:
     why = reason_text(facts.decision_reason, facts.decision_detail)
     if why and facts.status is not IncidentStatus.RESOLVED:
         parts.append(f" Why: {why}.")
-    return _compact(parts)
+    return tuple(parts)
 
 
 def _rollback_story(facts: IncidentFacts) -> Text:
@@ -409,9 +409,3 @@ def timeline_text(entry: TimelineEntry) -> Text:
 def actor_span(actor: str) -> Span:
     return UserRef(actor) if _SLACK_USER_ID.match(actor) else actor
 
-
-def _compact(parts: list[Span]) -> Text:
-    # Sentences are appended with a leading space; the first one must not start with it.
-    if parts and isinstance(parts[0], str):
-        parts[0] = parts[0].lstrip()
-    return tuple(parts)

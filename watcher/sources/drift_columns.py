@@ -153,6 +153,12 @@ def _has_many_values(column: pd.Series[Any]) -> bool:
 
 
 def _holds_strings(column: pd.Series[Any]) -> bool:
+    """Evidently's test: the first and the last non-missing values are strings."""
+    if not len(column):
+        return False
+    first, last = column.iloc[0], column.iloc[-1]
+    if isinstance(first, str) and isinstance(last, str):
+        return True  # strings are never missing, so these are the first and last present values
     present = column.dropna()
     return bool(len(present)) and isinstance(present.iloc[0], str) and isinstance(present.iloc[-1], str)
 

@@ -145,6 +145,7 @@ def prepare_numeric(column: pd.Series[Any]) -> NumericReference:
 class _Merged:
     values: FloatArray  # both samples, sorted
     reference_seen: npt.NDArray[np.integer[Any]]  # reference points at or before each position
+    spare: FloatArray  # a scratch buffer of the same length, free for the caller
 
 
 def _merge(reference: NumericReference, current: NumericCurrent) -> _Merged:
@@ -152,7 +153,7 @@ def _merge(reference: NumericReference, current: NumericCurrent) -> _Merged:
     order = np.argsort(both, kind="stable")
     count_type = np.int32 if both.shape[0] < np.iinfo(np.int32).max else np.int64
     seen: npt.NDArray[np.integer[Any]] = np.cumsum(order < reference.rows, dtype=count_type)
-    return _Merged(values=both[order], reference_seen=seen)
+    return _Merged(values=np.take(both, order), reference_seen=seen, spare=both)
 
 
 def ks_pvalue(reference: NumericReference, current: NumericCurrent) -> float:
@@ -177,15 +178,21 @@ def ks_pvalue(reference: NumericReference, current: NumericCurrent) -> float:
 
 
 def wasserstein_normed(reference: NumericReference, current: NumericCurrent) -> float:
-    """Evidently's "wasserstein": wasserstein_distance(reference, current) / max(std(reference), 0.001)."""
+    """Evidently's "wasserstein": wasserstein_distance(reference, current) / max(std(reference), 0.001).
+
+    scipy computes sum(|U/n1 - V/n2| * deltas) over the merged sample; the same arrays are built
+    here in place, in reused buffers (fresh 16 MB arrays cost page faults).
+    """
     merged = _merge(reference, current)
-    deltas = np.diff(merged.values)
-    seen_by_reference = merged.reference_seen[:-1]
-    seen = np.arange(1, merged.values.shape[0], dtype=seen_by_reference.dtype)
-    reference_cdf = seen_by_reference / reference.rows
-    current_cdf = (seen - seen_by_reference) / current.rows
-    distance_value = float(_vecdot(np.abs(reference_cdf - current_cdf), deltas))
-    return distance_value / reference.std_norm
+    values, seen_by_reference = merged.values, merged.reference_seen[:-1]
+    deltas = np.subtract(values[1:], values[:-1], out=merged.spare[:-1])
+    seen_by_current = np.arange(1, values.shape[0], dtype=seen_by_reference.dtype)
+    np.subtract(seen_by_current, seen_by_reference, out=seen_by_current)
+    reference_cdf = np.divide(seen_by_reference, reference.rows)
+    current_cdf = np.divide(seen_by_current, current.rows, out=values[:-1])  # values are spent
+    np.subtract(reference_cdf, current_cdf, out=reference_cdf)
+    np.abs(reference_cdf, out=reference_cdf)
+    return _vecdot(reference_cdf, deltas) / reference.std_norm
 
 
 def _vecdot(left: FloatArray, right: FloatArray) -> float:
