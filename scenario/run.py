@@ -34,7 +34,7 @@ from scenario.model_service import service_state, serving
 from scenario.monitor import Monitor, print_summary
 from scenario.processes import Child, Supervisor, free_port, python_module_argv, wait_until
 from scenario.progress import Console, forward_output
-from scenario.prometheus_setup import PrometheusFailure, start_prometheus, wait_for_first_data
+from scenario.prometheus_setup import PrometheusServer, start_prometheus, wait_for_first_data
 from scenario.registry import BAD_VERSION, Registry, create_registry
 from scenario.timeline import (
     RuleTiming,
@@ -61,6 +61,8 @@ REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / "scenario-run"
 DEFAULT_RULES = REPO / "rules" / "fraud-detector.yaml"
 VERIFY_AFTER = timedelta(seconds=45)
+# Only a directory holding this file (or an empty or absent one) is ever wiped.
+RUN_MARKER = ".scenario-run"
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,12 @@ class Options:
     timeout_s: float
     rule_file: Path
     rate_per_s: float
+    run_dir: Path
+    verify_after: timedelta | None  # None: long enough for the rules' windows
 
 
 class ScenarioFailure(Exception):
-    """A step could not be done; the message says which and why (never a secret)."""
+    """Ends the run early: a step could not be done. The message says which and why."""
 
 
 def parse_args(argv: Sequence[str] | None) -> Options:
@@ -87,14 +91,19 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--timeout", type=float, default=420.0, help="give up after this many seconds")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="the rule file to run")
     parser.add_argument("--rate", type=float, default=35.0, help="simulated requests per second")
-    args = parser.parse_args(argv)
-    return Options(
-        keep_running=args.keep_running,
-        bad_after_s=args.bad_after,
-        timeout_s=args.timeout,
-        rule_file=args.rules.resolve(),
-        rate_per_s=args.rate,
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR, help="where everything lives (wiped)")
+    parser.add_argument(
+        "--verify-after",
+        type=float,
+        help="seconds (default: the longest window of a rollback rule + 1 interval)",
     )
+    args = parser.parse_args(argv)
+    verify_after = timedelta(seconds=args.verify_after) if args.verify_after is not None else None
+    return Options(
+        keep_running=args.keep_running, bad_after_s=args.bad_after, timeout_s=args.timeout,
+        rule_file=args.rules.resolve(), rate_per_s=args.rate, run_dir=args.run_dir.resolve(),
+        verify_after=verify_after,
+    )  # fmt: skip
 
 
 @dataclass
@@ -107,34 +116,43 @@ class Endpoints:
 class Scenario:
     def __init__(self, options: Options, console: Console, supervisor: Supervisor) -> None:
         self.options = options
+        self.run_dir = options.run_dir
         self.console = console
         self.supervisor = supervisor
         self.urls = Endpoints()
 
     def run(self) -> int:
         self._prepare_run_dir()
-        copied = copy_rules(self.options.rule_file, RUN_DIR)
+        copied = copy_rules(self.options.rule_file, self.run_dir)
         if isinstance(copied, str):
             raise ScenarioFailure(copied)
         timings = read_rule_timings(copied.rule_file, default_every=timedelta(seconds=10))
         if isinstance(timings, str):
             raise ScenarioFailure(timings)
-        verify_after = verify_after_for(timings, at_least=VERIFY_AFTER)
+        verify_after = self.options.verify_after or verify_after_for(timings, at_least=VERIFY_AFTER)
         self._show_rules(timings, verify_after)
+        service_port, watcher_port = free_port(), free_port()
+        self.urls.service, self.urls.watcher = (
+            f"http://127.0.0.1:{service_port}",
+            f"http://127.0.0.1:{watcher_port}",
+        )
+        # Started first: Prometheus applies new scrape targets only every 5 s, which passes meanwhile.
+        prometheus = self._start_prometheus(service_port, watcher_port)
         registry = self._create_registry()
         slack = self._start_slack()
-        self._start_service(registry, copied.analytics_db, copied.rule_file.parent)
-        self._start_prometheus(watcher_port := free_port())
+        self._start_service(registry, copied.analytics_db, copied.rule_file.parent, service_port)
+        self._await_first_scrape(prometheus)
+        shortest_every = min((t.every for t in timings), default=timedelta(seconds=10))
+        ports = WatcherPorts(self.urls.prometheus, watcher_port)
         config = write_watcher_config(
-            RUN_DIR,
+            self.run_dir,
             copied,
             registry,
             slack,
-            WatcherPorts(self.urls.prometheus, watcher_port),
-            shortest_every=min((t.every for t in timings), default=timedelta(seconds=10)),
+            ports,
+            shortest_every=shortest_every,
             verify_after=verify_after,
         )
-        self.urls.watcher = f"http://127.0.0.1:{watcher_port}"
         self._write_press_settings(slack)
         daemon = self._start_daemon(config, slack, copied.analytics_db)
         monitor = self._watch(daemon, registry)
@@ -147,25 +165,29 @@ class Scenario:
         self.console.say(f"rules ({self.options.rule_file.name}):")
         for line in timing_table(timings):
             self.console.say(self.console.dim(line))
-        if verify_after > VERIFY_AFTER:
-            # Re-checked sooner, a rule would still see the bad release's data in its window.
-            self.console.say(
-                self.console.dim(
-                    f"  verify_after {seconds(verify_after)}: the longest window of a rollback rule "
-                    f"plus one interval (at least {seconds(VERIFY_AFTER)})"
-                )
-            )
+        # Re-checked sooner than its window, a rule still sees the bad release's data and escalates.
+        self.console.say(
+            self.console.dim(f"  verify_after {seconds(verify_after)} (a rule's longest window + 1 interval)")
+        )
 
     def _prepare_run_dir(self) -> None:
-        with self.console.step(f"preparing {RUN_DIR.relative_to(REPO)}/"):
-            _refuse_when_another_run_is_live(RUN_DIR)
-            shutil.rmtree(RUN_DIR, ignore_errors=True)
-            RUN_DIR.mkdir(parents=True)
-            (RUN_DIR / "scenario.pid").write_text(str(os.getpid()))
+        with self.console.step(f"preparing {self._shown(self.run_dir)}/"):
+            prepare_run_dir(self.run_dir)
+
+    def _start_prometheus(self, service_port: int, watcher_port: int) -> PrometheusServer:
+        with self.console.step("starting Prometheus (scrapes every 1s)") as step:
+            jobs = {"model-service": [f"127.0.0.1:{service_port}"], "watcher": [f"127.0.0.1:{watcher_port}"]}
+            server = start_prometheus(self.run_dir / "prometheus", jobs)
+            if not isinstance(server, PrometheusServer):
+                raise ScenarioFailure(f"Prometheus: {server.message}")
+            self.supervisor.adopt(server.child)
+            self.urls.prometheus = server.url
+            step.note(server.url)
+        return server
 
     def _create_registry(self) -> Registry:
         with self.console.step("creating the MLflow registry: fraud-detector v1, v2, v3, champion → 3"):
-            return create_registry(RUN_DIR)
+            return create_registry(self.run_dir)
 
     def _start_slack(self) -> SlackSetup:
         real = real_slack_setup(os.environ)
@@ -177,20 +199,15 @@ class Scenario:
             slack = fake_slack_setup(f"http://127.0.0.1:{port}/api/")
             token = slack.environment["SLACK_BOT_TOKEN"]
             argv = python_module_argv("scenario.fake_slack", "--port", str(port), "--token", token)
-            child = self.supervisor.spawn("fake-slack", argv, cwd=REPO)
-            forward_output(
-                child.process.stdout, self.console, self.console.yellow("slack  │"), RUN_DIR / "slack.log"
-            )
+            child = self._spawn_shown("fake-slack", argv, self.console.yellow("slack  │"), "slack.log")
             if not wait_until(lambda: slack_answers(slack) or not child.running(), timeout_s=30):
-                raise ScenarioFailure("the fake Slack did not answer within 30s; see scenario-run/slack.log")
+                raise ScenarioFailure("the fake Slack did not answer within 30s; see slack.log")
             if not child.running():
-                raise ScenarioFailure("the fake Slack exited; see scenario-run/slack.log")
+                raise ScenarioFailure("the fake Slack exited; see slack.log")
             step.note(slack.api_url or "")
         return slack
 
-    def _start_service(self, registry: Registry, analytics_db: Path, rules_dir: Path) -> None:
-        port = free_port()
-        self.urls.service = f"http://127.0.0.1:{port}"
+    def _start_service(self, registry: Registry, analytics_db: Path, rules_dir: Path, port: int) -> None:
         title = f"starting the model service (version 3 turns bad after {self.options.bad_after_s:.0f}s)"
         with self.console.step(title) as step:
             reference = rules_dir / "data" / "fraud_reference.csv"
@@ -200,103 +217,76 @@ class Scenario:
                 "--rate", str(self.options.rate_per_s),
                 *(["--reference", str(reference)] if reference.exists() else []),
             )  # fmt: skip
-            child = self.supervisor.spawn("model-service", argv, cwd=REPO)
-            forward_output(
-                child.process.stdout, self.console, self.console.yellow("service│"), RUN_DIR / "service.log"
-            )
+            child = self._spawn_shown("model-service", argv, self.console.yellow("service│"), "service.log")
             if not wait_until(lambda: serving(self.urls.service) or not child.running(), timeout_s=60):
-                raise ScenarioFailure(
-                    "the model service did not serve within 60s; see scenario-run/service.log"
-                )
+                raise ScenarioFailure("the model service did not serve within 60s; see service.log")
             if not child.running():
-                raise ScenarioFailure("the model service exited; see scenario-run/service.log")
+                raise ScenarioFailure("the model service exited; see service.log")
             step.note(self.urls.service)
 
-    def _start_prometheus(self, watcher_port: int) -> None:
-        with self.console.step(
-            "starting Prometheus (scrapes every 1s) and waiting for the first data"
-        ) as step:
-            jobs = {
-                "model-service": [self.urls.service.removeprefix("http://")],
-                "watcher": [f"127.0.0.1:{watcher_port}"],
-            }
-            server = start_prometheus(RUN_DIR / "prometheus", jobs)
-            if isinstance(server, PrometheusFailure):
-                raise ScenarioFailure(f"Prometheus: {server.message}")
-            self.supervisor.adopt(server.child)
-            self.urls.prometheus = server.url
-            if not wait_for_first_data(server, "model-service", timeout_s=30):
+    def _spawn_shown(self, name: str, argv: list[str], label: str, log_name: str) -> Child:
+        child = self.supervisor.spawn(name, argv, cwd=REPO)
+        forward_output(child.process.stdout, self.console, label, self.run_dir / log_name)
+        return child
+
+    def _await_first_scrape(self, prometheus: PrometheusServer) -> None:
+        with self.console.step("waiting for Prometheus' first scrape of the model service"):
+            if not wait_for_first_data(prometheus, "model-service", timeout_s=30):
                 raise ScenarioFailure("Prometheus has no data from the model service after 30s")
-            step.note(server.url)
 
     def _write_press_settings(self, slack: SlackSetup) -> None:
         from scenario.fake_slack import TEAM_ID
 
-        settings: dict[str, Any] = {
-            "watcher_url": self.urls.watcher,
-            "team_id": TEAM_ID,
-            "approver": slack.approvers[0] if slack.approvers else None,
-        }
+        settings: dict[str, Any] = {"watcher_url": self.urls.watcher, "team_id": TEAM_ID,
+                                    "approver": slack.approvers[0] if slack.approvers else None}  # fmt: skip
         if slack.fake:  # a secret made up for this run only; real secrets stay in the environment
             settings["signing_secret"] = slack.environment["SLACK_SIGNING_SECRET"]
-        path = RUN_DIR / "press.json"
+        path = self.run_dir / "press.json"
         path.touch(mode=0o600)
         path.write_text(json.dumps(settings, indent=2))
 
     def _start_daemon(self, config: Path, slack: SlackSetup, analytics_db: Path) -> Child:
-        environment = {
-            **os.environ,
-            **slack.environment,
-            "PYTHONUNBUFFERED": "1",
-            "ANALYTICS_DB_URL": f"sqlite:///{analytics_db.resolve()}",
-        }
+        environment = {**os.environ, **slack.environment, "PYTHONUNBUFFERED": "1",
+                       "ANALYTICS_DB_URL": f"sqlite:///{analytics_db.resolve()}"}  # fmt: skip
+        log = self.run_dir / "watcher.log"
 
         def attach(child: Child) -> None:
-            label = self.console.bold("watcher│")
             forward_output(
-                child.process.stdout, self.console, label, RUN_DIR / "watcher.log", describe_log_line
+                child.process.stdout, self.console, self.console.bold("watcher│"), log, describe_log_line
             )
 
-        with self.console.step(f"starting `watcher run --config {config.relative_to(REPO)}`") as step:
+        with self.console.step(f"starting `watcher run --config {self._shown(config)}`") as step:
             daemon = start_daemon(
-                self.supervisor,
-                config,
-                environment,
-                command=watcher_command(),
-                ready_url=f"{self.urls.watcher}/readyz",
-                attach=attach,
-            )
+                self.supervisor, config, environment, command=watcher_command(),
+                ready_url=f"{self.urls.watcher}/readyz", attach=attach,
+            )  # fmt: skip
             if isinstance(daemon, DaemonFailure):
                 step.fail("failed")
-                raise ScenarioFailure(_daemon_failure_text(daemon))
+                raise ScenarioFailure(daemon_failure_text(daemon, log))
             step.note(self.urls.watcher)
         return daemon
 
     def _watch(self, daemon: Child, registry: Registry) -> Monitor:
         bad_since = service_state(self.urls.service).get("bad_since")
-        bad_release_at = (
-            datetime.fromisoformat(bad_since) if isinstance(bad_since, str) else datetime.now(UTC)
-        )
-        monitor = Monitor(self.console, registry, self.urls.watcher, bad_release_at, bad_version=BAD_VERSION)
+        bad_at = datetime.fromisoformat(bad_since) if isinstance(bad_since, str) else datetime.now(UTC)
+        monitor = Monitor(self.console, registry, self.urls.watcher, bad_at, bad_version=BAD_VERSION)
         self.console.say(
             self.console.bold("watching: the daemon's timeline, Slack and the registry"), stamp=True
         )
         deadline = time.monotonic() + max(0.0, self.options.timeout_s - self.console.elapsed_s())
-        while not monitor.observations.finished and time.monotonic() < deadline:
-            if not daemon.running():
-                monitor.observations.missing.append(
-                    f"`watcher run` exited with code {daemon.process.returncode}"
-                )
-                break
+        seen = monitor.observations
+        while not seen.finished and time.monotonic() < deadline and daemon.running():
             monitor.poll()
             time.sleep(1.0)
-        if not monitor.observations.finished and time.monotonic() >= deadline:
-            monitor.observations.missing.append(f"the scenario timed out after {self.options.timeout_s:.0f}s")
+        if not daemon.running():
+            seen.missing.append(f"`watcher run` exited with code {daemon.process.returncode}")
+        elif not seen.finished:
+            seen.missing.append(f"the scenario timed out after {self.options.timeout_s:.0f}s")
         return monitor
 
     def _keep_running(self, daemon: Child, monitor: Monitor, config: Path) -> None:
-        observations = monitor.observations
-        incident = observations.incident_id if observations.incident_id is not None else "ID"
+        incident = monitor.observations.incident_id or "ID"
+        shown = self._shown(config)
         say = self.console.say
         say()
         say(self.console.bold("Everything keeps running. Look around (Ctrl-C stops it all):"))
@@ -304,27 +294,38 @@ class Scenario:
         say(f"  Prometheus UI: {self.urls.prometheus}/graph")
         say(f"  curl -s {self.urls.watcher}/api/incidents | python3 -m json.tool")
         say(f"  curl -s {self.urls.watcher}/metrics | grep watcher_rule_state")
-        say(f"  .venv/bin/watcher incidents --config {config.relative_to(REPO)}")
-        say(f"  .venv/bin/watcher incident {incident} --config {config.relative_to(REPO)}")
-        say(
-            f"  .venv/bin/python -m scenario.press --incident {incident} --action undo   "
-            "# presses 'Undo rollback', signed like Slack"
-        )
-        say(f"  logs: {RUN_DIR.relative_to(REPO)}/{{watcher,service,slack}}.log, prometheus/prometheus.log")
+        say(f"  .venv/bin/watcher incidents --config {shown}")
+        say(f"  .venv/bin/watcher incident {incident} --config {shown}")
+        say(f"  .venv/bin/python -m scenario.press --incident {incident} --action undo   # signed like Slack")
+        say(f"  logs: {self._shown(self.run_dir)}/{{watcher,service,slack}}.log, prometheus/prometheus.log")
         while daemon.running():
             monitor.poll()
             time.sleep(1.0)
         say(f"`watcher run` exited with code {daemon.process.returncode}", stamp=True)
 
+    @staticmethod
+    def _shown(path: Path) -> str:
+        return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
-def _daemon_failure_text(failure: DaemonFailure) -> str:
-    log = RUN_DIR / "watcher.log"
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """Wipe and recreate `run_dir`, refusing a directory that is not a scenario's or is in use."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / RUN_MARKER).exists():
+        raise ScenarioFailure(f"{run_dir} is not empty and was not made by the scenario: not wiping it")
+    _refuse_when_another_run_is_live(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_MARKER).write_text("made by python -m scenario.run; wiped at its next start\n")
+    (run_dir / "scenario.pid").write_text(str(os.getpid()))
+
+
+def daemon_failure_text(failure: DaemonFailure, log: Path) -> str:
     tail = log.read_text(errors="replace").strip().splitlines()[-8:] if log.exists() else []
     hint = ""
     if any("No module named 'watcher.cli'" in line for line in tail):
         hint = "\n  the daemon's command line (watcher.cli) is not in this checkout yet"
     shown = "".join(f"\n  │ {line}" for line in tail)
-    return f"{failure.message}{hint}{shown}\n  full output: {log.relative_to(REPO)}"
+    return f"{failure.message}{hint}{shown}\n  full output: {log}"
 
 
 def _refuse_when_another_run_is_live(run_dir: Path) -> None:
@@ -378,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stopping:
             console.say(f"stopping {', '.join(child.name for child in reversed(stopping))}", stamp=True)
         supervisor.stop_all()
-        _release_run_dir(RUN_DIR)
+        _release_run_dir(options.run_dir)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from remediations.base import (
     load_factory,
 )
 from tests.support.k8s_emulator import KubernetesEmulator
+from tests.support.mlflow_registry import MODEL, build_registry
 from tests.support.webhook_server import WebhookReceiver
-from tests.test_adapter_mlflow import MODEL, build_registry
 
 SECRET = "conformance-secret-8e3f1b"
 

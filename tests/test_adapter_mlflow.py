@@ -18,26 +18,10 @@ import pytest
 
 from remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
 from remediations.mlflow_alias import INTENT_TAG, factory, resolve_sqlite_uri
+from tests.support.mlflow_registry import MODEL, build_registry
 from tests.support.slow_server import CannedHttpServer
 
-MODEL = "fraud-detector"
-
 pytestmark = pytest.mark.integration
-
-
-def build_registry(directory: Path) -> Path:
-    """A registry with versions 1..3 of MODEL and `champion` on 3; returns the SQLite file."""
-    import mlflow
-
-    database = directory / "mlflow.db"
-    artifacts = directory / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{database}")
-    client.create_registered_model(MODEL)
-    for _ in range(3):
-        client.create_model_version(MODEL, source=str(artifacts))
-    client.set_registered_model_alias(MODEL, "champion", "3")
-    return database
 
 
 @pytest.fixture(scope="module")

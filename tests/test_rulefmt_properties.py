@@ -144,29 +144,34 @@ def test_arbitrary_structures_as_a_configuration(document: Any) -> None:
     _check_config_text(yaml.safe_dump(document, allow_unicode=True))
 
 
-def _maybe(values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(values, scalars)
-
-
-near_valid_rules = st.fixed_dictionaries(
-    {"name": st.sampled_from(["a", "b", "p99-latency"]), "signal": _maybe(st.sampled_from(["latency", "custom"]))},
-    optional={
-        "prometheus": _maybe(st.just("up")),
-        "sql": _maybe(st.fixed_dictionaries({"url": st.just("sqlite:///a.db"), "query": st.just("SELECT 1")})),
-        "above": _maybe(st.floats(min_value=-1e6, max_value=1e6)),
-        "below": _maybe(st.integers()),
-        "for": _maybe(st.sampled_from(["0s", "1m", "1h30m"])),
-        "every": _maybe(st.sampled_from(["15s", "10s", "5m"])),
-        "action": _maybe(st.sampled_from(["rollback", "approve", "notify"])),
-        "target": _maybe(st.sampled_from(["fraud-prod", "churn-prod"])),
-        "min_samples": _maybe(st.one_of(st.integers(min_value=0), st.just({"prometheus": "up", "at_least": 3}))),
-        "summary": _maybe(st.sampled_from(["{{ value }}", "{{ value | round(2) }} > {{ threshold }}"])),
-    },
-)
+@st.composite
+def near_valid_rules(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid rule, then a few keys added, changed or removed."""
+    rule: dict[str, Any] = {
+        "name": draw(st.sampled_from(["a", "b", "p99-latency"])),
+        "signal": draw(st.sampled_from(["latency", "custom", "accuracy"])),
+    }
+    source = draw(st.sampled_from(["prometheus", "sql"]))
+    rule[source] = "up" if source == "prometheus" else {"url": "sqlite:///a.db", "query": "SELECT 1 AS value"}
+    comparison = draw(st.sampled_from(["above", "below"]))
+    rule[comparison] = draw(st.one_of(st.integers(-1000, 1000), st.floats(min_value=-1e6, max_value=1e6)))
+    optional = {
+        "for": st.sampled_from(["0s", "1m", "1h30m"]),
+        "every": st.sampled_from(["15s", "1m", "5m"]),
+        "action": st.sampled_from(["rollback", "approve", "notify"]),
+        "target": st.sampled_from(["fraud-prod", "churn-prod"]),
+        "min_samples": st.one_of(st.integers(min_value=0), st.just({"prometheus": "up", "at_least": 3})),
+        "summary": st.sampled_from(["{{ value }}", "{{ value | round(2) }} > {{ threshold }}"]),
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(optional)), unique=True)):
+        rule[key] = draw(optional[key])
+    for key in draw(st.lists(st.sampled_from(RULE_KEYS), max_size=2, unique=True)):
+        rule[key] = draw(scalars)  # a mutation: most make the rule invalid, some do not
+    return rule
 
 
 @PROPERTY
-@given(st.lists(near_valid_rules, max_size=3), st.booleans())
+@given(st.lists(near_valid_rules(), max_size=3), st.booleans())
 def test_near_valid_rule_files_give_consistent_rules(rules: list[dict[str, Any]], with_target: bool) -> None:
     document: dict[str, Any] = {"model": "fraud-detector", "rules": rules}
     if with_target:

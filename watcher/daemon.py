@@ -68,7 +68,9 @@ def _holder_is_dead_local_process(holder: str) -> bool:
 
 
 class Daemon:
-    def __init__(self, config: WatcherConfig, *, env: Mapping[str, str] | None = None, dry_run: bool = False) -> None:
+    def __init__(
+        self, config: WatcherConfig, *, env: Mapping[str, str] | None = None, dry_run: bool = False
+    ) -> None:
         self.config = config
         self.dry_run = dry_run
         self.replica = replica_id()
@@ -84,7 +86,10 @@ class Daemon:
         )
         self.outbox: OutboxWorker | None = build_outbox_worker(config, self.store, self.replica)
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max_workers=8), "workers": ThreadPoolExecutor(max_workers=3)},
+            executors={
+                "default": ThreadPoolExecutor(max_workers=8),
+                "workers": ThreadPoolExecutor(max_workers=3),
+            },
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
@@ -130,19 +135,33 @@ class Daemon:
         self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self._schedule_rules()
         every = self._ttl.total_seconds()
-        self.scheduler.add_job(self._renew_lease, "interval", seconds=max(1.0, every / 3), id="lease",
-                               executor="workers")
+        self.scheduler.add_job(
+            self._renew_lease, "interval", seconds=max(1.0, every / 3), id="lease", executor="workers"
+        )
         self.scheduler.add_job(self._work, "interval", seconds=1, id="work", executor="workers")
-        self.scheduler.add_job(self._watch_targets, "interval", seconds=every, id="targets",
-                               executor="workers", next_run_time=datetime.now().astimezone())
+        self.scheduler.add_job(
+            self._watch_targets,
+            "interval",
+            seconds=every,
+            id="targets",
+            executor="workers",
+            next_run_time=datetime.now().astimezone(),
+        )
         self.scheduler.add_job(self._check_reload, "interval", seconds=2, id="reload", executor="workers")
         self.scheduler.add_job(self._heartbeat, "interval", seconds=1, id="heartbeat", executor="workers")
         self.scheduler.start()
         self._start_http()
         self.ready = True
         systemd.notify("READY=1")
-        log.info("watcher is running", extra={"event": "ready", "rules": len(self.rules.current.runtime),
-                                              "replica": self.replica, "dry_run": self.dry_run})
+        log.info(
+            "watcher is running",
+            extra={
+                "event": "ready",
+                "rules": len(self.rules.current.runtime),
+                "replica": self.replica,
+                "dry_run": self.dry_run,
+            },
+        )
 
     def _start_http(self) -> None:
         from watcher.http import HttpServer
@@ -175,8 +194,13 @@ class Daemon:
                 if job is not None:
                     job.remove()
                 self.scheduler.add_job(
-                    self._tick, "interval", seconds=seconds, args=[rule_id], id=f"rule:{rule_id}",
-                    misfire_grace_time=max(1, int(seconds / 2)), next_run_time=datetime.now().astimezone(),
+                    self._tick,
+                    "interval",
+                    seconds=seconds,
+                    args=[rule_id],
+                    id=f"rule:{rule_id}",
+                    misfire_grace_time=max(1, int(seconds / 2)),
+                    next_run_time=datetime.now().astimezone(),
                 )
 
     def _tick(self, rule_id: str) -> None:
@@ -194,8 +218,11 @@ class Daemon:
     def _on_missed(self, event: JobExecutionEvent) -> None:
         if event.job_id.startswith("rule:"):
             self.metrics.missed_run(event.job_id[5:])
-            log.warning("missed a scheduled evaluation of %s", event.job_id[5:],
-                        extra={"event": "missed_run", "rule": event.job_id[5:]})
+            log.warning(
+                "missed a scheduled evaluation of %s",
+                event.job_id[5:],
+                extra={"event": "missed_run", "rule": event.job_id[5:]},
+            )
 
     def _renew_lease(self) -> None:
         try:
@@ -242,8 +269,10 @@ class Daemon:
             return
         self.engine.carry_states(loaded.runtime, previous)
         self._schedule_rules()
-        log.info("rules reloaded", extra={"event": "reload", "rules": len(loaded.runtime),
-                                          "findings": len(loaded.findings)})
+        log.info(
+            "rules reloaded",
+            extra={"event": "reload", "rules": len(loaded.runtime), "findings": len(loaded.findings)},
+        )
 
     def _heartbeat(self) -> None:
         self.last_beat = max(self.last_beat, time.monotonic()) if self.scheduler.running else self.last_beat

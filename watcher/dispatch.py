@@ -85,7 +85,9 @@ class RollbackDispatcher:
             return self._retry_or_fail(intent, f"live version unknown: {live.message}", now)
         preflight = adapter.preflight(intent.to_version)
         if not preflight.ok:
-            return self._finish(intent, RollbackStatus.FAILED, "preflight: " + "; ".join(preflight.problems), now)
+            return self._finish(
+                intent, RollbackStatus.FAILED, "preflight: " + "; ".join(preflight.problems), now
+            )
         try:
             outcome = adapter.rollback(
                 intent_key=intent.key, from_version=intent.from_version, to_version=intent.to_version
@@ -94,8 +96,13 @@ class RollbackDispatcher:
             log.exception("adapter for %s raised during rollback", intent.target)
             return self._retry_or_fail(intent, f"adapter raised {type(error).__name__}", now)
         if outcome.result in (RollbackResult.DONE, RollbackResult.ALREADY_DONE):
-            return self._finish(intent, RollbackStatus.SUCCEEDED, outcome.detail or outcome.result.value,
-                                now, record=outcome.record)
+            return self._finish(
+                intent,
+                RollbackStatus.SUCCEEDED,
+                outcome.detail or outcome.result.value,
+                now,
+                record=outcome.record,
+            )
         if outcome.result is RollbackResult.VERSION_CHANGED:
             return self._finish(intent, RollbackStatus.REFUSED, outcome.detail or "version changed", now)
         failure = outcome.failure
@@ -107,17 +114,27 @@ class RollbackDispatcher:
     def _retry_or_fail(self, intent: RollbackIntent, detail: str, now: datetime) -> DispatchResult:
         next_at = self.retry_policy.next_attempt_at(intent.attempts, now)
         if next_at is None:
-            return self._finish(intent, RollbackStatus.FAILED, f"gave up after {intent.attempts} attempts: {detail}", now)
+            return self._finish(
+                intent, RollbackStatus.FAILED, f"gave up after {intent.attempts} attempts: {detail}", now
+            )
         self.queue.retry_intent_later(intent.id, next_at, detail)
-        self._audit(intent, "rollback_retry_scheduled", now, error=detail, next_attempt_at=next_at.isoformat())
+        self._audit(
+            intent, "rollback_retry_scheduled", now, error=detail, next_attempt_at=next_at.isoformat()
+        )
         return DispatchResult(intent, None, detail)
 
     def _finish(
-        self, intent: RollbackIntent, status: RollbackStatus, detail: str, now: datetime,
+        self,
+        intent: RollbackIntent,
+        status: RollbackStatus,
+        detail: str,
+        now: datetime,
         record: dict[str, str] | None = None,
     ) -> DispatchResult:
         kind = {
-            RollbackStatus.SUCCEEDED: "rollback_succeeded" if intent.purpose is not IntentPurpose.UNDO else "undo_succeeded",
+            RollbackStatus.SUCCEEDED: "rollback_succeeded"
+            if intent.purpose is not IntentPurpose.UNDO
+            else "undo_succeeded",
             RollbackStatus.REFUSED: "rollback_refused",
             RollbackStatus.FAILED: "rollback_failed",
         }[status]
@@ -128,44 +145,86 @@ class RollbackDispatcher:
                 tx.record_live_version(intent.target, intent.to_version, now)
             if intent.incident_id is not None:
                 text = self._update_incident(tx, intent, status, detail, now)
-                enqueue_message(tx.connection, incident_id=intent.incident_id, kind=MessageKind.INCIDENT,
-                                payload={}, now=now)
-                enqueue_message(tx.connection, incident_id=intent.incident_id, kind=MessageKind.THREAD,
-                                payload={"text": text}, now=now)
+                enqueue_message(
+                    tx.connection,
+                    incident_id=intent.incident_id,
+                    kind=MessageKind.INCIDENT,
+                    payload={},
+                    now=now,
+                )
+                enqueue_message(
+                    tx.connection,
+                    incident_id=intent.incident_id,
+                    kind=MessageKind.THREAD,
+                    payload={"text": text},
+                    now=now,
+                )
         if self.metrics is not None:
             self.metrics.rollback(intent.target, status.value)
-        log.info("rollback %s of %s: %s (%s)", intent.key, intent.target, status.value, detail,
-                 extra={"event": kind, "target": intent.target, "from_version": intent.from_version,
-                        "to_version": intent.to_version, "incident": intent.incident_id})
+        log.info(
+            "rollback %s of %s: %s (%s)",
+            intent.key,
+            intent.target,
+            status.value,
+            detail,
+            extra={
+                "event": kind,
+                "target": intent.target,
+                "from_version": intent.from_version,
+                "to_version": intent.to_version,
+                "incident": intent.incident_id,
+            },
+        )
         if self.on_change is not None:
             self.on_change()
         return DispatchResult(intent, status, detail)
 
-    def _update_incident(self, tx: Any, intent: RollbackIntent, status: RollbackStatus, detail: str,
-                         now: datetime) -> str:
+    def _update_incident(
+        self, tx: Any, intent: RollbackIntent, status: RollbackStatus, detail: str, now: datetime
+    ) -> str:
         incident_id = intent.incident_id
         assert incident_id is not None
         if intent.purpose is IntentPurpose.UNDO:
             if status is RollbackStatus.SUCCEEDED:
-                tx.update_incident(incident_id, now, undone_by=intent.requested_by, status=IncidentStatus.OPEN,
-                                   verify_due_at=None, decision_reason="undone",
-                                   decision_detail=f"rollback undone by {intent.requested_by}")
-                return f"Rollback undone by {intent.requested_by}: {intent.target} is back on {intent.to_version}."
+                tx.update_incident(
+                    incident_id,
+                    now,
+                    undone_by=intent.requested_by,
+                    status=IncidentStatus.OPEN,
+                    verify_due_at=None,
+                    decision_reason="undone",
+                    decision_detail=f"rollback undone by {intent.requested_by}",
+                )
+                who = intent.requested_by
+                return f"Rollback undone by {who}: {intent.target} is back on {intent.to_version}."
             return f"Undo of the rollback {status.value}: {detail}"
         if status is RollbackStatus.SUCCEEDED:
-            tx.update_incident(incident_id, now, status=IncidentStatus.VERIFYING,
-                               rollback_status=RollbackStatus.SUCCEEDED, rollback_from=intent.from_version,
-                               rollback_to=intent.to_version, verify_due_at=now + self.verify_after,
-                               verify_attempts=0)
-            return (f"Rolled back {intent.target} from {intent.from_version} to {intent.to_version}; "
-                    f"verifying in {int(self.verify_after.total_seconds())}s.")
+            tx.update_incident(
+                incident_id,
+                now,
+                status=IncidentStatus.VERIFYING,
+                rollback_status=RollbackStatus.SUCCEEDED,
+                rollback_from=intent.from_version,
+                rollback_to=intent.to_version,
+                verify_due_at=now + self.verify_after,
+                verify_attempts=0,
+            )
+            return (
+                f"Rolled back {intent.target} from {intent.from_version} to {intent.to_version}; "
+                f"verifying in {int(self.verify_after.total_seconds())}s."
+            )
         tx.update_incident(incident_id, now, status=IncidentStatus.ESCALATED, rollback_status=status)
         return f"Rollback {status.value}: {detail}. Escalated: a human must decide."
 
     def _event(self, intent: RollbackIntent, kind: str, now: datetime, **detail: Any) -> AuditEvent:
         return AuditEvent(
-            at=now, actor=self.holder_actor(intent), kind=kind, incident_id=intent.incident_id,
-            target=intent.target, from_version=intent.from_version, to_version=intent.to_version,
+            at=now,
+            actor=self.holder_actor(intent),
+            kind=kind,
+            incident_id=intent.incident_id,
+            target=intent.target,
+            from_version=intent.from_version,
+            to_version=intent.to_version,
             detail={"intent": intent.key, "purpose": intent.purpose.value, **detail},
         )
 

@@ -37,8 +37,9 @@ class DrillReport:
         return bool(self.steps) and all(step.ok for step in self.steps)
 
 
-def _timed(report: DrillReport, name: str, action: Callable[[], tuple[bool, str]],
-           emit: Callable[[DrillStep], None]) -> bool:
+def _timed(
+    report: DrillReport, name: str, action: Callable[[], tuple[bool, str]], emit: Callable[[DrillStep], None]
+) -> bool:
     started = time.perf_counter()
     try:
         ok, detail = action()
@@ -63,8 +64,15 @@ def _verify(adapter: RemediationAdapter, version: str) -> tuple[bool, str]:
     return outcome.ok, f"serves {version}: {detail}".strip()
 
 
-def run_drill(store: Store, targets: TargetRegistry, target: str, actor: str, stable_after: timedelta,
-              now: datetime, emit: Callable[[DrillStep], None]) -> DrillReport:
+def run_drill(
+    store: Store,
+    targets: TargetRegistry,
+    target: str,
+    actor: str,
+    stable_after: timedelta,
+    now: datetime,
+    emit: Callable[[DrillStep], None],
+) -> DrillReport:
     report = DrillReport(target)
     adapter = targets.adapter(target)
     live_answer = adapter.live_version()
@@ -74,8 +82,11 @@ def run_drill(store: Store, targets: TargetRegistry, target: str, actor: str, st
     assert isinstance(live_answer, LiveVersion)
     original = live_answer.version
     choice = choose_rollback_version(
-        live=original, sightings=store.sightings(target), adapter_previous=targets.previous_version(target),
-        stable_after=stable_after, now=now,
+        live=original,
+        sightings=store.sightings(target),
+        adapter_previous=targets.previous_version(target),
+        stable_after=stable_after,
+        now=now,
     )
     if choice.version is None:
         _timed(report, "choose rollback version", lambda: (False, "no known-good or previous version"), emit)
@@ -89,28 +100,71 @@ def run_drill(store: Store, targets: TargetRegistry, target: str, actor: str, st
         return result.ok, "; ".join(result.problems) or f"ok ({choice.reason.value} version {back_to})"
 
     if _timed(report, "preflight", preflight, emit):
-        moved = _timed(report, "roll back", lambda: _move(adapter, f"drill-{drill_id}-back", original, back_to), emit)
+        moved = _timed(
+            report, "roll back", lambda: _move(adapter, f"drill-{drill_id}-back", original, back_to), emit
+        )
         if moved:
             _timed(report, "verify rollback", lambda: _verify(adapter, back_to), emit)
-            _timed(report, "roll forward", lambda: _move(adapter, f"drill-{drill_id}-fwd", back_to, original), emit)
+            _timed(
+                report,
+                "roll forward",
+                lambda: _move(adapter, f"drill-{drill_id}-fwd", back_to, original),
+                emit,
+            )
             _timed(report, "verify roll forward", lambda: _verify(adapter, original), emit)
         _restore_if_needed(report, adapter, original, drill_id, emit)
-    _audit(store, actor, "drill_finished", target, original, back_to, now, drill=drill_id, ok=report.ok,
-           steps=[{"step": s.name, "ok": s.ok, "seconds": round(s.seconds, 3)} for s in report.steps])
+    _audit(
+        store,
+        actor,
+        "drill_finished",
+        target,
+        original,
+        back_to,
+        now,
+        drill=drill_id,
+        ok=report.ok,
+        steps=[{"step": s.name, "ok": s.ok, "seconds": round(s.seconds, 3)} for s in report.steps],
+    )
     return report
 
 
-def _restore_if_needed(report: DrillReport, adapter: RemediationAdapter, original: str, drill_id: str,
-                       emit: Callable[[DrillStep], None]) -> None:
+def _restore_if_needed(
+    report: DrillReport,
+    adapter: RemediationAdapter,
+    original: str,
+    drill_id: str,
+    emit: Callable[[DrillStep], None],
+) -> None:
     live = adapter.live_version()
     if isinstance(live, LiveVersion) and live.version != original:
         current = live.version
-        _timed(report, "restore original version",
-               lambda: _move(adapter, f"drill-{drill_id}-restore", current, original), emit)
+        _timed(
+            report,
+            "restore original version",
+            lambda: _move(adapter, f"drill-{drill_id}-restore", current, original),
+            emit,
+        )
 
 
-def _audit(store: Store, actor: str, kind: str, target: str, original: str, back_to: str, now: datetime,
-           **detail: object) -> None:
+def _audit(
+    store: Store,
+    actor: str,
+    kind: str,
+    target: str,
+    original: str,
+    back_to: str,
+    now: datetime,
+    **detail: object,
+) -> None:
     with store.transaction() as tx:
-        tx.append_audit(AuditEvent(at=now, actor=actor, kind=kind, target=target, from_version=original,
-                                   to_version=back_to, detail=dict(detail)))
+        tx.append_audit(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                kind=kind,
+                target=target,
+                from_version=original,
+                to_version=back_to,
+                detail=dict(detail),
+            )
+        )

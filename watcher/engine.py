@@ -217,4 +217,3 @@ class Engine:
                 "error": measurement.message if isinstance(measurement, SourceError) else None,
             },
         )
-

@@ -133,8 +133,17 @@ def open_incident(
             evidence=evidence,
         )
     )
-    _audit(tx, "incident_opened", now, incident_id, rule, value=evidence["value"],
-           threshold=rule.threshold, reason=transition.reason.value, live_version=context.live_version)
+    _audit(
+        tx,
+        "incident_opened",
+        now,
+        incident_id,
+        rule,
+        value=evidence["value"],
+        threshold=rule.threshold,
+        reason=transition.reason.value,
+        live_version=context.live_version,
+    )
     if rule.target and context.live_version:
         tx.mark_incident_on_live_version(rule.target, context.live_version)
     thread = _apply_decision(tx, rule, incident_id, context, now)
@@ -145,7 +154,7 @@ def open_incident(
 def _apply_decision(tx: Tx, rule: Rule, incident_id: int, context: FiringContext, now: datetime) -> str:
     decision = context.decision
     to_version = context.choice.version if context.choice else None
-    common = {
+    common: dict[str, Any] = {
         "decision_reason": decision.reason.value,
         "decision_detail": decision.detail,
         "rollback_from": context.live_version,
@@ -153,44 +162,85 @@ def _apply_decision(tx: Tx, rule: Rule, incident_id: int, context: FiringContext
     }
     if decision.kind is DecisionKind.ROLL_BACK and rule.target and context.live_version and to_version:
         intent = create_intent(
-            tx.connection, incident_id=incident_id, target=rule.target, purpose=IntentPurpose.ROLLBACK,
-            from_version=context.live_version, to_version=to_version, requested_by=ACTOR,
-            reason=decision.detail, now=now,
+            tx.connection,
+            incident_id=incident_id,
+            target=rule.target,
+            purpose=IntentPurpose.ROLLBACK,
+            from_version=context.live_version,
+            to_version=to_version,
+            requested_by=ACTOR,
+            reason=decision.detail,
+            now=now,
         )
-        tx.update_incident(incident_id, now, status=IncidentStatus.ROLLING_BACK,
-                           rollback_status=RollbackStatus.PENDING, **common)
-        _audit(tx, "rollback_requested", now, incident_id, rule, from_version=context.live_version,
-               to_version=to_version, intent=intent.key, reason=decision.reason.value, why=decision.detail)
+        tx.update_incident(
+            incident_id,
+            now,
+            status=IncidentStatus.ROLLING_BACK,
+            rollback_status=RollbackStatus.PENDING,
+            **common,
+        )
+        _audit(
+            tx,
+            "rollback_requested",
+            now,
+            incident_id,
+            rule,
+            from_version=context.live_version,
+            to_version=to_version,
+            intent=intent.key,
+            reason=decision.reason.value,
+            why=decision.detail,
+        )
         return f"Rolling back {rule.target} from {context.live_version} to {to_version}: {decision.detail}"
     if decision.kind is DecisionKind.ASK_APPROVAL and to_version:
         tx.update_incident(incident_id, now, status=IncidentStatus.AWAITING_APPROVAL, **common)
-        _audit(tx, "approval_requested", now, incident_id, rule, from_version=context.live_version,
-               to_version=to_version, reason=decision.reason.value, why=decision.detail)
+        _audit(
+            tx,
+            "approval_requested",
+            now,
+            incident_id,
+            rule,
+            from_version=context.live_version,
+            to_version=to_version,
+            reason=decision.reason.value,
+            why=decision.detail,
+        )
         return f"Rollback to {to_version} awaits approval: {decision.detail}"
     tx.update_incident(incident_id, now, **common)
     _audit(tx, "notified", now, incident_id, rule, reason=decision.reason.value, why=decision.detail)
     return f"No rollback: {decision.detail}"
 
 
-def resolve_incident(tx: Tx, rule: Rule, incident: IncidentRecord, just_recovered: bool, now: datetime) -> None:
+def resolve_incident(
+    tx: Tx, rule: Rule, incident: IncidentRecord, just_recovered: bool, now: datetime
+) -> None:
     """The rule is inactive. A rollback still under way or being verified keeps its verdict to come."""
     if incident.status in (IncidentStatus.ROLLING_BACK, IncidentStatus.VERIFYING):
         if just_recovered:
             _audit(tx, "rule_recovered", now, incident.id, rule, status=incident.status.value)
         return
-    final = IncidentStatus.MITIGATED if incident.status is IncidentStatus.MITIGATED else IncidentStatus.RESOLVED
+    final = (
+        IncidentStatus.MITIGATED if incident.status is IncidentStatus.MITIGATED else IncidentStatus.RESOLVED
+    )
     tx.update_incident(incident.id, now, status=final, resolved_at=now)
     _audit(tx, "incident_resolved", now, incident.id, rule, status=final.value)
     notify_incident(tx, incident.id, now, "Resolved: the rule is back to normal.")
 
 
 def record_verification(
-    tx: Tx, rule: Rule, incident: IncidentRecord, verdict: VerifyVerdict, outcome: str,
-    rule_inactive: bool, retry_in: timedelta, now: datetime,
+    tx: Tx,
+    rule: Rule,
+    incident: IncidentRecord,
+    verdict: VerifyVerdict,
+    outcome: str,
+    rule_inactive: bool,
+    retry_in: timedelta,
+    now: datetime,
 ) -> None:
     if verdict is VerifyVerdict.RETRY_LATER:
-        tx.update_incident(incident.id, now, verify_due_at=now + retry_in,
-                           verify_attempts=incident.verify_attempts + 1)
+        tx.update_incident(
+            incident.id, now, verify_due_at=now + retry_in, verify_attempts=incident.verify_attempts + 1
+        )
         _audit(tx, "verification_inconclusive", now, incident.id, rule, outcome=outcome)
         return
     if verdict is VerifyVerdict.MITIGATED:
@@ -201,15 +251,28 @@ def record_verification(
         _audit(tx, "rollback_verified", now, incident.id, rule, outcome=outcome, verdict=verdict.value)
         notify_incident(tx, incident.id, now, f"Verified: {rule.name} is {outcome} after the rollback.")
         return
-    tx.update_incident(incident.id, now, expect_status=[IncidentStatus.VERIFYING],
-                       status=IncidentStatus.ESCALATED, verify_due_at=None)
+    tx.update_incident(
+        incident.id,
+        now,
+        expect_status=[IncidentStatus.VERIFYING],
+        status=IncidentStatus.ESCALATED,
+        verify_due_at=None,
+    )
     _audit(tx, "escalated", now, incident.id, rule, outcome=outcome, verdict=verdict.value)
-    notify_incident(tx, incident.id, now,
-                    f"Escalated: {rule.name} is still {outcome} after the rollback; no further automatic rollback.")
+    notify_incident(
+        tx,
+        incident.id,
+        now,
+        f"Escalated: {rule.name} is still {outcome} after the rollback; no further automatic rollback.",
+    )
 
 
 def record_unhealthy(tx: Tx, rule: Rule, message: str, now: datetime) -> None:
     _audit(tx, "rule_unhealthy", now, None, rule, error=message)
-    enqueue_message(tx.connection, incident_id=None, kind=MessageKind.NOTICE,
-                    payload={"text": f":warning: Rule {rule.id} is unhealthy: its source keeps failing ({message})"},
-                    now=now)
+    enqueue_message(
+        tx.connection,
+        incident_id=None,
+        kind=MessageKind.NOTICE,
+        payload={"text": f":warning: Rule {rule.id} is unhealthy: its source keeps failing ({message})"},
+        now=now,
+    )

@@ -56,13 +56,27 @@ def manual_rollback(
         return ManualRollbackResult(None, live, to_version, f"{target} already serves {live}")
     with store.transaction() as tx:
         intent = create_intent(
-            tx.connection, incident_id=None, target=target, purpose=IntentPurpose.MANUAL,
-            from_version=live, to_version=to_version, requested_by=actor, reason=reason, now=now,
+            tx.connection,
+            incident_id=None,
+            target=target,
+            purpose=IntentPurpose.MANUAL,
+            from_version=live,
+            to_version=to_version,
+            requested_by=actor,
+            reason=reason,
+            now=now,
         )
-        tx.append_audit(AuditEvent(
-            at=now, actor=actor, kind="manual_rollback_requested", target=target,
-            from_version=live, to_version=to_version, detail={"reason": reason, "intent": intent.key},
-        ))
+        tx.append_audit(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                kind="manual_rollback_requested",
+                target=target,
+                from_version=live,
+                to_version=to_version,
+                detail={"reason": reason, "intent": intent.key},
+            )
+        )
     claimed = WorkQueue(store).claim_intent(dispatcher.holder, now, CLAIM_LEASE)
     if claimed is None or claimed.id != intent.id:
         return ManualRollbackResult(None, live, to_version, "queued: a running watcher will carry it out")
@@ -72,7 +86,12 @@ def manual_rollback(
 
 def set_paused(store: Store, *, paused: bool, reason: str | None, actor: str, now: datetime) -> None:
     with store.transaction() as tx:
-        tx.append_audit(AuditEvent(
-            at=now, actor=actor, kind="paused" if paused else "resumed", detail={"reason": reason},
-        ))
+        tx.append_audit(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                kind="paused" if paused else "resumed",
+                detail={"reason": reason},
+            )
+        )
         tx.set_pause(paused, reason, actor, now)

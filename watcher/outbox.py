@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from watcher.notify.facts import build_facts
-from watcher.notify.message import build_message, is_silenced
+from watcher.notify.message import build_message
 from watcher.notify.slack_blocks import render_incident
 from watcher.notify.slack_client import Delivered, RateLimited, SendFailed, SendResult, SlackClient
 from watcher.retry import RetryPolicy
@@ -27,15 +27,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Slack may be down for hours: keep trying, backing off to once a minute.
-MESSAGE_RETRY = RetryPolicy(attempts=None, base_delay=timedelta(seconds=1), max_delay=timedelta(minutes=1),
-                            multiplier=2.0)
+MESSAGE_RETRY = RetryPolicy(
+    attempts=None, base_delay=timedelta(seconds=1), max_delay=timedelta(minutes=1), multiplier=2.0
+)
 CLAIM = timedelta(minutes=2)
 
 
 class OutboxWorker:
-    def __init__(self, store: Store, client: SlackClient, channel: str, holder: str, *,
-                 prometheus_url: str | None, http_base_url: str | None,
-                 actions: SlackActions | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: SlackClient,
+        channel: str,
+        holder: str,
+        *,
+        prometheus_url: str | None,
+        http_base_url: str | None,
+        actions: SlackActions | None = None,
+    ) -> None:
         self.store = store
         self.queue = WorkQueue(store)
         self.client = client
@@ -73,7 +82,9 @@ class OutboxWorker:
         if result.retryable:
             delay = MESSAGE_RETRY.next_attempt_at(message.attempts, now) or now + MESSAGE_RETRY.max_delay
             self.queue.retry_message_later(message.id, delay, result.message)
-            log.warning("slack delivery failed, will retry: %s", result.message, extra={"event": "slack_retry"})
+            log.warning(
+                "slack delivery failed, will retry: %s", result.message, extra={"event": "slack_retry"}
+            )
             return False
         self.queue.mark_message(message.id, MessageStatus.FAILED, now, result.message)
         log.error("slack message dropped: %s", result.message, extra={"event": "slack_failed"})
@@ -83,8 +94,10 @@ class OutboxWorker:
         if message.kind is MessageKind.NOTICE:
             return self.client.post_message(self.channel, str(message.payload.get("text", "")), [])
         if message.kind is MessageKind.EPHEMERAL:
-            payload = message.payload
-            return self.client.post_ephemeral(str(payload["channel"]), str(payload["user"]), str(payload["text"]))
+            target = message.payload
+            return self.client.post_ephemeral(
+                str(target["channel"]), str(target["user"]), str(target["text"])
+            )
         incident = self.store.incident(message.incident_id) if message.incident_id is not None else None
         if incident is None:
             return None  # nothing to say about an incident that does not exist
@@ -95,19 +108,25 @@ class OutboxWorker:
             text = str(message.payload.get("text", ""))
             if incident.slack_ts is None:
                 return self.client.post_message(self.channel, f"#{incident.id}: {text}", [])
-            return self.client.post_message(incident.slack_channel or self.channel, text, [],
-                                            thread_ts=incident.slack_ts)
-        facts = build_facts(incident, self.store.timeline(incident.id), prometheus_url=self.prometheus_url,
-                            http_base_url=self.http_base_url)
+            return self.client.post_message(
+                incident.slack_channel or self.channel, text, [], thread_ts=incident.slack_ts
+            )
+        facts = build_facts(
+            incident,
+            self.store.timeline(incident.id),
+            prometheus_url=self.prometheus_url,
+            http_base_url=self.http_base_url,
+        )
         payload = render_incident(build_message(facts, now))
-        _ = is_silenced  # the message itself shows the silence; updates still land in place
         if incident.slack_ts is None or incident.slack_channel is None:
             result = self.client.post_message(self.channel, payload.text, payload.blocks)
             if isinstance(result, Delivered):
                 with self.store.transaction() as tx:
                     tx.update_incident(incident.id, now, slack_channel=result.channel, slack_ts=result.ts)
             return result
-        return self.client.update_message(incident.slack_channel, incident.slack_ts, payload.text, payload.blocks)
+        return self.client.update_message(
+            incident.slack_channel, incident.slack_ts, payload.text, payload.blocks
+        )
 
     def database_unreachable(self, detail: str) -> None:
         """Told once, straight to Slack: the outbox lives in the database that cannot be reached."""
@@ -127,13 +146,26 @@ def build_outbox_worker(config: WatcherConfig, store: Store, holder: str) -> Out
         return None
     from watcher.slack_actions import SlackActions
 
-    client = SlackClient(config.slack.token.get_secret_value(), api_url=config.slack.api_url,
-                         timeout=config.evaluation.timeout)
-    actions = SlackActions(store, client, config.slack.signing_secret.get_secret_value(),
-                           list(config.slack.approvers), prometheus_url=_prom_url(config),
-                           http_base_url=f"http://{config.http.listen}")
-    return OutboxWorker(store, client, config.slack.channel, holder, prometheus_url=_prom_url(config),
-                        http_base_url=f"http://{config.http.listen}", actions=actions)
+    client = SlackClient(
+        config.slack.token.get_secret_value(), api_url=config.slack.api_url, timeout=config.evaluation.timeout
+    )
+    actions = SlackActions(
+        store,
+        client,
+        config.slack.signing_secret.get_secret_value(),
+        list(config.slack.approvers),
+        prometheus_url=_prom_url(config),
+        http_base_url=f"http://{config.http.listen}",
+    )
+    return OutboxWorker(
+        store,
+        client,
+        config.slack.channel,
+        holder,
+        prometheus_url=_prom_url(config),
+        http_base_url=f"http://{config.http.listen}",
+        actions=actions,
+    )
 
 
 def _prom_url(config: WatcherConfig) -> str | None:

@@ -53,15 +53,20 @@ class RuleBook:
                 rules[rule_id] = runtime.rule
         previous = self.current.runtime
         runtime_rules = build_runtime_rules(
-            {rid: r for rid, r in rules.items() if rid not in previous or previous[rid].rule is not r}, self.config
+            {rid: r for rid, r in rules.items() if rid not in previous or previous[rid].rule is not r},
+            self.config,
         )
         for rule_id, rule in rules.items():
             if rule_id in previous and previous[rule_id].rule is rule:
                 runtime_rules[rule_id] = previous[rule_id]
-        self.current = LoadedRules(runtime=runtime_rules, findings=list(result.findings), files=list(result.files))
+        self.current = LoadedRules(
+            runtime=runtime_rules, findings=list(result.findings), files=list(result.files)
+        )
         self._fingerprint = _fingerprint(self._watched_files(), self.config)
         for finding in result.findings:
-            log.error("rule file problem: %s", finding, extra={"event": "rule_finding", "finding": str(finding)})
+            log.error(
+                "rule file problem: %s", finding, extra={"event": "rule_finding", "finding": str(finding)}
+            )
         return self.current
 
     def changed_on_disk(self) -> bool:

@@ -78,9 +78,7 @@ def build_source(rule: Rule, config: WatcherConfig, prometheus_client: Any = Non
         from watcher.sources.sql import SqlSource
 
         window = rule.sql.window or rule.interval
-        return SqlSource(
-            rule.sql.url, rule.sql.query, window, timeout, min_samples=_min_samples_count(rule)
-        )
+        return SqlSource(rule.sql.url, rule.sql.query, window, timeout, min_samples=_min_samples_count(rule))
     if rule.drift is not None:
         from watcher.sources.drift import DriftSource
 
@@ -96,9 +94,7 @@ def build_source(rule: Rule, config: WatcherConfig, prometheus_client: Any = Non
     raise ValueError(f"{rule.id}: no source")  # rulefmt guarantees exactly one
 
 
-def build_runtime_rules(
-    rules: dict[str, Rule], config: WatcherConfig
-) -> dict[str, RuntimeRule]:
+def build_runtime_rules(rules: dict[str, Rule], config: WatcherConfig) -> dict[str, RuntimeRule]:
     client = None
     if config.prometheus is not None:
         from watcher.sources.prometheus import PrometheusClient

@@ -40,8 +40,16 @@ SILENCE_FOR = timedelta(hours=1)
 
 
 class SlackActions:
-    def __init__(self, store: Store, client: SlackClient, signing_secret: str, approvers: list[str], *,
-                 prometheus_url: str | None, http_base_url: str | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: SlackClient,
+        signing_secret: str,
+        approvers: list[str],
+        *,
+        prometheus_url: str | None,
+        http_base_url: str | None,
+    ) -> None:
         self.store = store
         self.client = client
         self._secret = signing_secret
@@ -81,8 +89,15 @@ class SlackActions:
         permission = authorize(press, self.approvers, team or "", self.groups.lookup_at(now))
         actor = f"slack:{press.user_id}"
         with self.store.transaction() as tx:
-            if not record_press(tx.connection, dedup_key=press.dedup_key, incident_id=press.incident_id,
-                                action=press.action.value, user_id=press.user_id, result="received", now=now):
+            if not record_press(
+                tx.connection,
+                dedup_key=press.dedup_key,
+                incident_id=press.incident_id,
+                action=press.action.value,
+                user_id=press.user_id,
+                result="received",
+                now=now,
+            ):
                 return {"ok": True, "duplicate": True}
             if not isinstance(permission, Authorized):
                 reason = permission.reason.value if team else "bot_team_unknown"
@@ -94,13 +109,26 @@ class SlackActions:
                 return {"ok": False, "refused": "unknown_incident"}
             facts = build_facts(incident, [], prometheus_url=None, http_base_url=None)
             if press.action not in available_actions(facts, now):
-                self._refuse(tx, press, actor, "not_available",
-                             f"That button no longer applies: the incident is {incident.status.value}.", now)
+                self._refuse(
+                    tx,
+                    press,
+                    actor,
+                    "not_available",
+                    f"That button no longer applies: the incident is {incident.status.value}.",
+                    now,
+                )
                 return {"ok": False, "refused": "not_available"}
             text = self._apply(tx, press, incident, actor, now)
-            enqueue_message(tx.connection, incident_id=incident.id, kind=MessageKind.INCIDENT, payload={}, now=now)
-            enqueue_message(tx.connection, incident_id=incident.id, kind=MessageKind.THREAD,
-                            payload={"text": text}, now=now)
+            enqueue_message(
+                tx.connection, incident_id=incident.id, kind=MessageKind.INCIDENT, payload={}, now=now
+            )
+            enqueue_message(
+                tx.connection,
+                incident_id=incident.id,
+                kind=MessageKind.THREAD,
+                payload={"text": text},
+                now=now,
+            )
         return {"ok": True, "action": press.action.value}
 
     def _apply(self, tx: Tx, press: ButtonPress, incident: IncidentRecord, actor: str, now: datetime) -> str:
@@ -108,53 +136,125 @@ class SlackActions:
         if press.action is ButtonAction.ROLLBACK:
             assert incident.target and incident.rollback_from and incident.rollback_to
             intent = create_intent(
-                tx.connection, incident_id=incident.id, target=incident.target, purpose=IntentPurpose.ROLLBACK,
-                from_version=incident.rollback_from, to_version=incident.rollback_to, requested_by=actor,
-                reason=f"approved in Slack by {press.user_id}", now=now,
+                tx.connection,
+                incident_id=incident.id,
+                target=incident.target,
+                purpose=IntentPurpose.ROLLBACK,
+                from_version=incident.rollback_from,
+                to_version=incident.rollback_to,
+                requested_by=actor,
+                reason=f"approved in Slack by {press.user_id}",
+                now=now,
             )
-            tx.update_incident(incident.id, now, expect_status=[IncidentStatus.AWAITING_APPROVAL],
-                               status=IncidentStatus.ROLLING_BACK, rollback_status=RollbackStatus.PENDING)
-            self._audit(tx, "approved", incident, actor, now, from_version=incident.rollback_from,
-                        to_version=incident.rollback_to, intent=intent.key)
+            tx.update_incident(
+                incident.id,
+                now,
+                expect_status=[IncidentStatus.AWAITING_APPROVAL],
+                status=IncidentStatus.ROLLING_BACK,
+                rollback_status=RollbackStatus.PENDING,
+            )
+            self._audit(
+                tx,
+                "approved",
+                incident,
+                actor,
+                now,
+                from_version=incident.rollback_from,
+                to_version=incident.rollback_to,
+                intent=intent.key,
+            )
             return f"{who} approved the rollback to {incident.rollback_to}."
         if press.action is ButtonAction.UNDO:
             assert incident.target and incident.rollback_from and incident.rollback_to
             intent = create_intent(
-                tx.connection, incident_id=incident.id, target=incident.target, purpose=IntentPurpose.UNDO,
-                from_version=incident.rollback_to, to_version=incident.rollback_from, requested_by=actor,
-                reason=f"undo pressed in Slack by {press.user_id}", now=now,
+                tx.connection,
+                incident_id=incident.id,
+                target=incident.target,
+                purpose=IntentPurpose.UNDO,
+                from_version=incident.rollback_to,
+                to_version=incident.rollback_from,
+                requested_by=actor,
+                reason=f"undo pressed in Slack by {press.user_id}",
+                now=now,
             )
-            self._audit(tx, "undo_requested", incident, actor, now, from_version=incident.rollback_to,
-                        to_version=incident.rollback_from, intent=intent.key)
+            self._audit(
+                tx,
+                "undo_requested",
+                incident,
+                actor,
+                now,
+                from_version=incident.rollback_to,
+                to_version=incident.rollback_from,
+                intent=intent.key,
+            )
             return f"{who} asked to undo the rollback: back to {incident.rollback_from}."
         if press.action is ButtonAction.ACK:
             tx.update_incident(incident.id, now, acknowledged_by=press.user_id)
-            tx.update_incident(incident.id, now, expect_status=[IncidentStatus.OPEN, IncidentStatus.ESCALATED],
-                               status=IncidentStatus.ACKNOWLEDGED)
+            tx.update_incident(
+                incident.id,
+                now,
+                expect_status=[IncidentStatus.OPEN, IncidentStatus.ESCALATED],
+                status=IncidentStatus.ACKNOWLEDGED,
+            )
             self._audit(tx, "acknowledged", incident, actor, now)
             return f"{who} acknowledged the incident."
         until = now + SILENCE_FOR
         tx.update_incident(incident.id, now, silenced_until=until)
-        tx.update_incident(incident.id, now, expect_status=[IncidentStatus.OPEN, IncidentStatus.ESCALATED,
-                                                            IncidentStatus.ACKNOWLEDGED],
-                           status=IncidentStatus.SILENCED)
+        tx.update_incident(
+            incident.id,
+            now,
+            expect_status=[IncidentStatus.OPEN, IncidentStatus.ESCALATED, IncidentStatus.ACKNOWLEDGED],
+            status=IncidentStatus.SILENCED,
+        )
         self._audit(tx, "silenced", incident, actor, now, until=until.isoformat())
         return f"{who} silenced the incident for 1h."
 
     def _refuse(self, tx: Tx, press: ButtonPress, actor: str, reason: str, text: str, now: datetime) -> None:
-        tx.append_audit(AuditEvent(
-            at=now, actor=actor, kind="press_refused", incident_id=None,
-            detail={"incident": press.incident_id, "action": press.action.value, "reason": reason,
-                    "team": press.team_id},
-        ))
-        enqueue_message(tx.connection, incident_id=None, kind=MessageKind.EPHEMERAL,
-                        payload={"channel": press.channel_id, "user": press.user_id, "text": text}, now=now)
+        tx.append_audit(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                kind="press_refused",
+                incident_id=None,
+                detail={
+                    "incident": press.incident_id,
+                    "action": press.action.value,
+                    "reason": reason,
+                    "team": press.team_id,
+                },
+            )
+        )
+        enqueue_message(
+            tx.connection,
+            incident_id=None,
+            kind=MessageKind.EPHEMERAL,
+            payload={"channel": press.channel_id, "user": press.user_id, "text": text},
+            now=now,
+        )
 
     @staticmethod
-    def _audit(tx: Tx, kind: str, incident: IncidentRecord, actor: str, now: datetime, *,
-               from_version: str | None = None, to_version: str | None = None, **detail: Any) -> None:
-        tx.append_audit(AuditEvent(
-            at=now, actor=actor, kind=kind, incident_id=incident.id, rule_id=incident.rule_id,
-            rule_hash=incident.rule_hash, target=incident.target, from_version=from_version,
-            to_version=to_version, detail=detail,
-        ))
+    def _audit(
+        tx: Tx,
+        kind: str,
+        incident: IncidentRecord,
+        actor: str,
+        now: datetime,
+        *,
+        from_version: str | None = None,
+        to_version: str | None = None,
+        **detail: Any,
+    ) -> None:
+        tx.append_audit(
+            AuditEvent(
+                at=now,
+                actor=actor,
+                kind=kind,
+                incident_id=incident.id,
+                rule_id=incident.rule_id,
+                rule_hash=incident.rule_hash,
+                target=incident.target,
+                from_version=from_version,
+                to_version=to_version,
+                detail=detail,
+            )
+        )

@@ -34,8 +34,15 @@ def cmd_drill(args: argparse.Namespace) -> int:
         print(f"[{mark}] {step.name:<26} {step.seconds:7.2f}s  {step.detail}", flush=True)
 
     store = _open_store(config)
-    report = run_drill(store, TargetRegistry(config.targets, config.base_dir), args.target, cli_actor(),
-                       config.safety.stable_after, utc_now(), emit)
+    report = run_drill(
+        store,
+        TargetRegistry(config.targets, config.base_dir),
+        args.target,
+        cli_actor(),
+        config.safety.stable_after,
+        utc_now(),
+        emit,
+    )
     total = sum(step.seconds for step in report.steps)
     print(f"drill of {args.target}: {'passed' if report.ok else 'FAILED'} in {total:.2f}s")
     return EXIT_OK if report.ok else EXIT_FINDINGS

@@ -93,16 +93,28 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if isinstance(config, int):
         return config
     if args.target not in config.targets:
-        print(f"watcher rollback: no target {args.target!r} in the configuration "
-              f"(known: {', '.join(sorted(config.targets)) or 'none'})", file=sys.stderr)
+        print(
+            f"watcher rollback: no target {args.target!r} in the configuration "
+            f"(known: {', '.join(sorted(config.targets)) or 'none'})",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     store = _open_store(config)
     targets = TargetRegistry(config.targets, config.base_dir)
     dispatcher = RollbackDispatcher(store, targets, replica_id(), config.safety.verify_after)
     result = manual_rollback(
-        store, targets, dispatcher, target=args.target, to_version=args.to_version, reason=args.reason,
-        actor=cli_actor(), stable_after=config.safety.stable_after, now=utc_now(),
+        store,
+        targets,
+        dispatcher,
+        target=args.target,
+        to_version=args.to_version,
+        reason=args.reason,
+        actor=cli_actor(),
+        stable_after=config.safety.stable_after,
+        now=utc_now(),
     )
-    print(f"{args.target}: {result.from_version} -> {result.to_version}: "
-          f"{result.status.value if result.status else 'not done'} ({result.detail})")
+    print(
+        f"{args.target}: {result.from_version} -> {result.to_version}: "
+        f"{result.status.value if result.status else 'not done'} ({result.detail})"
+    )
     return EXIT_OK if result.status is RollbackStatus.SUCCEEDED else EXIT_FINDINGS

@@ -77,8 +77,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if rule is None:
         for finding in rules.findings:
             print(finding, file=sys.stderr)
-        print(f"watcher eval: no rule {args.rule_id!r} (known: {', '.join(sorted(rules.rules)) or 'none'})",
-              file=sys.stderr)
+        print(
+            f"watcher eval: no rule {args.rule_id!r} (known: {', '.join(sorted(rules.rules)) or 'none'})",
+            file=sys.stderr,
+        )
         return EXIT_FINDINGS
     runtime = build_runtime_rules({rule.id: rule}, config)[rule.id]
     previous = _stored_status(config.database, rule.id, rule.state_hash) or RuleStatus()
@@ -92,12 +94,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "value": _number(value),
         "samples": _number(samples),
         "outcome": transition.outcome.value,
-        "transition": {"from": previous.state.value, "to": transition.current.state.value,
-                       "reason": transition.reason.value},
+        "transition": {
+            "from": previous.state.value,
+            "to": transition.current.state.value,
+            "reason": transition.reason.value,
+        },
     }
     if isinstance(measurement, SourceError):
-        report["error"] = {"kind": measurement.kind.value, "message": measurement.message,
-                           "retryable": measurement.retryable}
+        report["error"] = {
+            "kind": measurement.kind.value,
+            "message": measurement.message,
+            "retryable": measurement.retryable,
+        }
     if isinstance(measurement, NoData):
         report["no_data"] = measurement.reason
     if args.json:

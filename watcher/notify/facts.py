@@ -43,10 +43,15 @@ def _drift_columns(evidence: dict[str, Any]) -> tuple[DriftColumn, ...]:
     found = []
     for name, score in columns.items():
         if isinstance(score, dict) and isinstance(score.get("score"), int | float):
-            found.append(DriftColumn(
-                name=str(name), score=float(score["score"]), threshold=float(score.get("threshold") or 0.0),
-                method=str(score.get("method", "")), drifted=bool(score.get("drifted")),
-            ))
+            found.append(
+                DriftColumn(
+                    name=str(name),
+                    score=float(score["score"]),
+                    threshold=float(score.get("threshold") or 0.0),
+                    method=str(score.get("method", "")),
+                    drifted=bool(score.get("drifted")),
+                )
+            )
     return tuple(found)
 
 

@@ -89,7 +89,12 @@ def create_intent(
 
 
 def enqueue_message(
-    connection: Connection, *, incident_id: int | None, kind: MessageKind, payload: dict[str, Any], now: datetime
+    connection: Connection,
+    *,
+    incident_id: int | None,
+    kind: MessageKind,
+    payload: dict[str, Any],
+    now: datetime,
 ) -> None:
     connection.execute(
         insert(t.outbox_messages).values(
@@ -154,7 +159,11 @@ class WorkQueue:
                 claimed = connection.execute(
                     update(t.rollback_intents)
                     .where(c.id == intent_id, c.status == status)
-                    .where(c.claimed_until.is_(None) if claimed_until is None else c.claimed_until == claimed_until)
+                    .where(
+                        c.claimed_until.is_(None)
+                        if claimed_until is None
+                        else c.claimed_until == claimed_until
+                    )
                     .values(
                         status=RollbackStatus.RUNNING.value,
                         claimed_by=holder,
@@ -286,7 +295,9 @@ class WorkQueue:
             connection.execute(
                 update(t.outbox_messages)
                 .where(t.outbox_messages.c.id == message_id)
-                .values(next_attempt_at=next_attempt_at, last_error=error, claimed_by=None, claimed_until=None)
+                .values(
+                    next_attempt_at=next_attempt_at, last_error=error, claimed_by=None, claimed_until=None
+                )
             )
 
     def pending_message_count(self) -> int:
@@ -311,7 +322,9 @@ class WorkQueue:
                 return False
             try:
                 with connection.begin_nested():
-                    connection.execute(insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl))
+                    connection.execute(
+                        insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl)
+                    )
             except IntegrityError:
                 return False
             return True

@@ -1,0 +1,216 @@
+"""The engine, the store and the dispatcher together, on SQLite and on PostgreSQL, with a real
+SQL source and a real MLflow registry. Time is stepped by the test: no sleeping, no clock patching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tests.support.mlflow_registry import build_registry
+from tests.support.services import fresh_postgres_schema
+from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
+from watcher.dispatch import RollbackDispatcher
+from watcher.engine import Engine
+from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
+from watcher.rulefmt import load_rules
+from watcher.runtime import RuntimeRule, build_runtime_rules
+from watcher.store import migrate
+from watcher.store.database import open_engine
+from watcher.store.queue import WorkQueue
+from watcher.store.repository import Store
+from watcher.targets import TargetRegistry
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+RULE = "fraud-detector/error-rate"
+
+
+@pytest.fixture(scope="module")
+def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_registry(tmp_path_factory.mktemp("registry-template"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'watcher.db'}"
+        return
+    with fresh_postgres_schema() as schema:
+        yield schema.url
+
+
+class Harness:
+    """The daemon's parts, wired as `watcher run` wires them, driven tick by tick."""
+
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.config = workspace.config()
+        self.db = open_engine(self.config.database)
+        migrate.upgrade(self.db)
+        self.store = Store(self.db)
+        self.targets = TargetRegistry(self.config.targets, self.config.base_dir)
+        self.engine = Engine(self.store, self.targets, self.config.safety)
+        self.dispatcher = RollbackDispatcher(
+            self.store, self.targets, "test-replica", self.config.safety.verify_after
+        )
+        self.rules: dict[str, RuntimeRule] = build_runtime_rules(load_rules(self.config).rules, self.config)
+        self.engine.load_states(self.rules)
+
+    def tick(self, at: datetime, value: float | None = None) -> Outcome:
+        if value is not None:
+            self.workspace.set_value(value)
+        return self.engine.tick(self.rules[RULE], at).transition.outcome
+
+    def state(self) -> RuleState:
+        return self.engine.status(RULE).state
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+@pytest.fixture
+def harness(tmp_path: Path, registry_template: Path, database_url: str) -> Iterator[Harness]:
+    workspace = make_workspace(tmp_path / "ws", registry_template, database_url)
+    h = Harness(workspace)
+    yield h
+    h.close()
+
+
+def test_breach_held_past_for_rolls_back_and_verification_mitigates(harness: Harness) -> None:
+    assert harness.tick(T0, 0.01) is Outcome.OK
+    assert harness.tick(T0 + timedelta(seconds=30), 0.2) is Outcome.BREACH
+    assert harness.state() is RuleState.PENDING
+    harness.tick(T0 + timedelta(minutes=2, seconds=29))
+    assert harness.state() is RuleState.PENDING
+    assert harness.store.incidents() == []
+
+    fired_at = T0 + timedelta(minutes=2, seconds=30)
+    harness.tick(fired_at)
+    assert harness.state() is RuleState.FIRING
+    [incident] = harness.store.incidents()
+    assert incident.status is IncidentStatus.ROLLING_BACK
+    assert incident.live_version == "3"
+    assert (incident.rollback_from, incident.rollback_to) == ("3", "2")
+    assert incident.evidence["value"] == pytest.approx(0.2)
+    assert incident.evidence["threshold"] == 0.05
+    assert incident.evidence["samples"] == 1000
+    assert incident.evidence["query"] == "SELECT value, samples FROM signal"
+    assert incident.rule_hash and len(incident.rule_hash) == 64
+
+    [result] = harness.dispatcher.run_due(fired_at)
+    assert result.status is RollbackStatus.SUCCEEDED
+    assert harness.workspace.champion() == "2"
+    assert harness.store.incident(incident.id).status is IncidentStatus.VERIFYING  # type: ignore[union-attr]
+
+    # Recovery before verify_after: the incident waits for its verdict.
+    harness.tick(fired_at + timedelta(seconds=30), 0.01)
+    assert harness.state() is RuleState.INACTIVE
+    assert harness.store.incident(incident.id).status is IncidentStatus.VERIFYING  # type: ignore[union-attr]
+    harness.tick(fired_at + timedelta(minutes=1))
+    done = harness.store.incident(incident.id)
+    assert done is not None and done.status is IncidentStatus.MITIGATED and done.resolved_at is not None
+
+    kinds = [event.kind for event in harness.store.timeline(incident.id)]
+    assert kinds[:1] == ["incident_opened"]
+    for expected in ("rollback_requested", "rollback_attempt", "rollback_succeeded", "rollback_verified"):
+        assert expected in kinds
+    assert (
+        kinds.index("rollback_requested")
+        < kinds.index("rollback_attempt")
+        < kinds.index("rollback_succeeded")
+    )
+    assert len(harness.store.incidents()) == 1
+
+
+def test_second_breach_inside_cooldown_asks_for_approval(harness: Harness) -> None:
+    harness.tick(T0, 0.2)
+    harness.tick(T0 + timedelta(minutes=2))
+    harness.dispatcher.run_due(T0 + timedelta(minutes=2))
+    assert harness.workspace.champion() == "2"
+    harness.tick(T0 + timedelta(minutes=3), 0.01)
+    harness.tick(T0 + timedelta(minutes=4))
+    start = T0 + timedelta(minutes=5)
+    harness.tick(start, 0.3)
+    harness.tick(start + timedelta(minutes=2))
+    second = harness.store.incidents()[0]
+    assert second.status is IncidentStatus.AWAITING_APPROVAL
+    assert second.decision_reason == "cooldown"
+    assert harness.dispatcher.run_due(start + timedelta(minutes=2)) == []
+    assert harness.workspace.champion() == "2"
+
+
+def test_error_and_no_data_never_open_an_incident(harness: Harness) -> None:
+    harness.tick(T0, 0.2)
+    harness.workspace.break_source()
+    for minute in range(1, 6):
+        assert harness.tick(T0 + timedelta(minutes=minute)) is Outcome.ERROR
+    assert harness.store.incidents() == []
+    assert harness.state() is RuleState.PENDING  # an error neither breaches nor resolves
+    harness.workspace.set_value(None)
+    assert harness.tick(T0 + timedelta(minutes=7)) is Outcome.NO_DATA
+    assert harness.store.incidents() == []
+    events = harness.store.audit_events()
+    assert [e.kind for e in events] == ["rule_unhealthy"]  # reported once, after the 4th error
+
+
+def test_pending_state_survives_a_restart(harness: Harness) -> None:
+    harness.tick(T0, 0.2)
+    harness.tick(T0 + timedelta(minutes=1))
+    restarted = Harness(harness.workspace)
+    try:
+        assert restarted.state() is RuleState.PENDING
+        restarted.tick(T0 + timedelta(minutes=1, seconds=59))
+        assert restarted.state() is RuleState.PENDING
+        restarted.tick(T0 + timedelta(minutes=2))
+        assert restarted.state() is RuleState.FIRING
+        assert len(restarted.store.incidents()) == 1
+    finally:
+        restarted.close()
+
+
+def test_resolution_without_rollback_for_a_notify_rule(tmp_path: Path, registry_template: Path) -> None:
+    workspace = make_workspace(
+        tmp_path / "ws",
+        registry_template,
+        f"sqlite:///{tmp_path / 'w.db'}",
+        rules=DEFAULT_RULES.replace("action: rollback", "action: notify"),
+    )
+    h = Harness(workspace)
+    try:
+        h.tick(T0, 0.2)
+        h.tick(T0 + timedelta(minutes=2))
+        [incident] = h.store.incidents()
+        assert incident.status is IncidentStatus.OPEN and incident.decision_reason == "rule_notifies"
+        h.tick(T0 + timedelta(minutes=3), 0.01)
+        resolved = h.store.incident(incident.id)
+        assert resolved is not None and resolved.status is IncidentStatus.RESOLVED
+        assert workspace.champion() == "3"
+    finally:
+        h.close()
+
+
+def test_audit_events_cannot_be_changed(harness: Harness) -> None:
+    harness.tick(T0, 0.2)
+    harness.tick(T0 + timedelta(minutes=2))
+    from watcher.store.repository import Tx
+
+    assert not [name for name in dir(Tx) if "audit" in name and name != "append_audit"]
+    for statement in ("UPDATE audit_events SET actor = 'someone else'", "DELETE FROM audit_events"):
+        with pytest.raises(Exception, match="append-only"), harness.db.begin() as connection:
+            connection.execute(text(statement))
+    assert harness.store.audit_events()[0].actor == "watcher"
+
+
+def test_claim_is_exclusive(harness: Harness) -> None:
+    harness.tick(T0, 0.2)
+    harness.tick(T0 + timedelta(minutes=2))
+    queue = WorkQueue(harness.store)
+    first = queue.claim_intent("replica-a", T0 + timedelta(minutes=2), timedelta(minutes=5))
+    second = queue.claim_intent("replica-b", T0 + timedelta(minutes=2), timedelta(minutes=5))
+    assert first is not None and second is None
