@@ -72,13 +72,19 @@ def make_frame(rows: int, seed: int, shifted: bool) -> pd.DataFrame:
             "skewed": rng.exponential(1.0 + shift, rows),
             "with_missing": with_missing,
             "constant": np.full(rows, 3.0),
-            "few_values": rng.choice([0.5, 1.5, 2.5], rows, p=[0.2, 0.3, 0.5] if shifted else [0.3, 0.3, 0.4]),
+            "few_values": rng.choice(
+                [0.5, 1.5, 2.5], rows, p=[0.2, 0.3, 0.5] if shifted else [0.3, 0.3, 0.4]
+            ),
             "binary": rng.choice([0.0, 1.0], rows, p=[0.45, 0.55] if shifted else [0.5, 0.5]),
             "ties": np.round(rng.normal(shift, 1, rows), 1),
             "int_many": rng.integers(0, 100 + (10 if shifted else 0), rows),
             "f32": rng.normal(shift, 2, rows).astype(np.float32),
-            "color": rng.choice(colors, rows, p=[0.3, 0.3, 0.2, 0.1, 0.1] if shifted else None).astype(object),
-            "new_in_current": rng.choice(["a", "b", "c", "d"] if shifted else ["a", "b", "c"], rows).astype(object),
+            "color": rng.choice(colors, rows, p=[0.3, 0.3, 0.2, 0.1, 0.1] if shifted else None).astype(
+                object
+            ),
+            "new_in_current": rng.choice(["a", "b", "c", "d"] if shifted else ["a", "b", "c"], rows).astype(
+                object
+            ),
             "cat_missing": cat_missing,
             "int_small": rng.integers(0, 5, rows),
             "flag": rng.random(rows) < (0.4 if shifted else 0.5),
@@ -118,7 +124,9 @@ def evidently_drift(
             test["metric_config"]["params"]["column"]: str(test["status"]).endswith("FAIL") for test in checks
         },
         tests={
-            metric["config"]["column"]: EVIDENTLY_TEST_NAMES.get(metric["config"]["method"], metric["config"]["method"])
+            metric["config"]["column"]: EVIDENTLY_TEST_NAMES.get(
+                metric["config"]["method"], metric["config"]["method"]
+            )
             for metric in values
         },
         share=float(count["value"]["share"]),
@@ -137,7 +145,13 @@ def watcher_drift(
     reference.to_parquet(reference_file)
     current.to_parquet(current_file)
     source = DriftSource(
-        reference_file, current_file, columns, method, threshold, timedelta(seconds=30), cache=ReferenceCache()
+        reference_file,
+        current_file,
+        columns,
+        method,
+        threshold,
+        timedelta(seconds=30),
+        cache=ReferenceCache(),
     )
     value = source.measure(AT)
     assert isinstance(value, Value), value
@@ -189,8 +203,12 @@ def test_auto_picks_evidently_tests_on_both_sides_of_1000_rows(tmp_path: Path) -
     picked = {}
     for label, sizes in (("small", SMALL), ("large", LARGE)):
         ours, _ = watcher_drift(
-            tmp_path, make_frame(sizes[0], 1, False), make_frame(sizes[1], 2, True),
-            NUMERIC + CATEGORICAL, DriftMethod.AUTO, None,
+            tmp_path,
+            make_frame(sizes[0], 1, False),
+            make_frame(sizes[1], 2, True),
+            NUMERIC + CATEGORICAL,
+            DriftMethod.AUTO,
+            None,
         )
         picked[label] = ours.tests
     # Evidently's rules, spelled out: the equality with Evidently itself is checked above.

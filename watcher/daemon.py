@@ -210,7 +210,10 @@ class Daemon:
         if runtime is None:
             return
         try:
-            self.engine.tick(runtime, utc_now())
+            result = self.engine.tick(runtime, utc_now())
+            if result.incident_opened is not None and not self.dry_run:
+                # Act now rather than on the worker's next pass: the rollback is what matters.
+                self.dispatcher.run_due(utc_now())
         except Exception:  # the next tick is the retry; the state in the database is untouched
             log.exception("tick of %s failed", rule_id, extra={"event": "tick_failed", "rule": rule_id})
         self.last_beat = time.monotonic()

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from remediations.base import AdapterFailure, LiveVersion, RollbackResult
+from watcher.failpoints import crash_if_armed
 from watcher.model import IncidentStatus, RollbackStatus
 from watcher.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from watcher.store.queue import WorkQueue, enqueue_message
@@ -88,6 +89,7 @@ class RollbackDispatcher:
             return self._finish(
                 intent, RollbackStatus.FAILED, "preflight: " + "; ".join(preflight.problems), now
             )
+        crash_if_armed("before_adapter")
         try:
             outcome = adapter.rollback(
                 intent_key=intent.key, from_version=intent.from_version, to_version=intent.to_version
@@ -95,6 +97,7 @@ class RollbackDispatcher:
         except Exception as error:  # a plug-in that raises is treated as a retryable failure
             log.exception("adapter for %s raised during rollback", intent.target)
             return self._retry_or_fail(intent, f"adapter raised {type(error).__name__}", now)
+        crash_if_armed("after_adapter")
         if outcome.result in (RollbackResult.DONE, RollbackResult.ALREADY_DONE):
             return self._finish(
                 intent,

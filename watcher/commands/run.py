@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(config, int):
         return config
     setup_logging("INFO")
+    # The scheduler's per-job chatter drowns what matters; missed runs are logged by the daemon.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from watcher.daemon import Daemon, SingleReplicaError, run_forever, run_once
 
     daemon = Daemon(config, dry_run=args.dry_run)

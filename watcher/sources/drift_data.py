@@ -49,7 +49,7 @@ _SQLITE_PROGRESS_STEPS = 1000
 # PostgreSQL's code for a statement cancelled by statement_timeout.
 _PG_QUERY_CANCELED = "57014"
 # SQLite reports these query mistakes as OperationalError, like an unreachable database.
-_SQLITE_QUERY_MISTAKES = ("no such table", "no such column", "syntax error", "near \"", "no such function")
+_SQLITE_QUERY_MISTAKES = ("no such table", "no such column", "syntax error", 'near "', "no such function")
 # What pandas and pyarrow raise for a file that is missing, unreadable or malformed (pyarrow's
 # errors derive from these builtins too).
 _READ_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, NotImplementedError)

@@ -100,9 +100,7 @@ def compare(
     return Comparison(tuple(scores), skipped, reference.rows, len(current))
 
 
-def plan(
-    spec: DriftSpec, current: pd.DataFrame
-) -> tuple[list[CurrentColumn], dict[str, str]] | SourceError:
+def plan(spec: DriftSpec, current: pd.DataFrame) -> tuple[list[CurrentColumn], dict[str, str]] | SourceError:
     """The current columns to compare, typed as Evidently types them, and those left out."""
     names = [str(name) for name in current.columns]
     if spec.columns is not None:

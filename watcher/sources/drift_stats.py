@@ -328,11 +328,7 @@ def chisquare_pvalue(reference: Counts, current: Counts) -> float:
 
 def z_pvalue(reference: Counts, current: Counts) -> float:
     """Evidently's "z": two-proportion Z-test on "first value (in sorted order)" against the rest."""
-    if (
-        len(reference.values) == 1
-        and len(current.values) == 1
-        and reference.values[0] == current.values[0]
-    ):
+    if len(reference.values) == 1 and len(current.values) == 1 and reference.values[0] == current.values[0]:
         return 1.0
     first = sorted(_category_keys(reference, current))[0]  # type: ignore[type-var]
     n1, n2 = reference.total, current.total

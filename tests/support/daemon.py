@@ -1,0 +1,68 @@
+"""Runs `watcher run` as a real subprocess and waits on what it writes to its database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+WATCHER = Path(sys.executable).parent / "watcher"
+T = TypeVar("T")
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self.log = log
+        merged = dict(os.environ)
+        merged.pop("WATCHER_FAILPOINTS", None)
+        merged.update(env or {})
+        self._log_file = log.open("ab")
+        self.process = subprocess.Popen(
+            [str(WATCHER), "run", "--config", str(config)],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env=merged,
+        )
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._log_file.close()
+
+    def terminate(self, timeout: float = 30) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=timeout)
+        self._log_file.close()
+        return code
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._log_file.close()
+        return code
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
+    """Poll until `condition` returns something truthy; a bounded wait, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except Exception:  # the database may be mid-write or not created yet
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
+        time.sleep(0.2)

@@ -1,0 +1,232 @@
+"""`watcher run` as a real process: restarts, kill -9 at several points, reloads, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import DaemonProcess, wait_for
+from tests.support.mlflow_registry import build_registry
+from tests.support.services import fresh_postgres_schema
+from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
+from watcher.model import RollbackStatus, RuleState
+from watcher.store import migrate
+from watcher.store.database import open_engine
+from watcher.store.queue import WorkQueue
+from watcher.store.repository import Store
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RULE = "fraud-detector/error-rate"
+FAST_RULES = DEFAULT_RULES.replace("for: 2m", "for: 6s").replace("every: 30s", "every: 1s")
+
+
+@pytest.fixture(scope="module")
+def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_registry(tmp_path_factory.mktemp("registry-template"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'watcher.db'}"
+        return
+    with fresh_postgres_schema() as schema:
+        yield schema.url
+
+
+def _workspace(tmp_path: Path, template: Path, url: str, rules: str = FAST_RULES, **kw: str) -> Workspace:
+    return make_workspace(
+        tmp_path / "ws",
+        template,
+        url,
+        rules=rules,
+        every="1s",
+        timeout="500ms",
+        verify_after=kw.pop("verify_after", "2s"),
+        **kw,
+    )
+
+
+class Db:
+    def __init__(self, url: str) -> None:
+        self.engine = open_engine(url)
+        self.store = Store(self.engine)
+        self.queue = WorkQueue(self.store)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def test_kill9_while_pending_keeps_state_and_fires_once(
+    tmp_path: Path, registry_template: Path, database_url: str
+) -> None:
+    ws = _workspace(tmp_path, registry_template, database_url, rules=FAST_RULES.replace("for: 6s", "for: 8s"))
+    ws.set_value(0.2)
+    daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
+    db = Db(database_url)
+    try:
+        pending = wait_for(lambda: _state_if(db, RuleState.PENDING), what="pending state")
+        daemon.kill9()
+        assert db.store.incidents() == []
+        daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
+        incident = wait_for(lambda: db.store.incidents(), what="the incident", timeout=90)[0]
+        restored = db.store.rule_states()[RULE].status
+        assert restored.active_since == pending.active_since  # the `for` clock survived the kill
+        assert incident.opened_at >= pending.active_since + timedelta(seconds=8)
+        wait_for(lambda: ws.champion() == "2", what="the rollback")
+        assert len(db.store.incidents()) == 1
+        assert daemon.terminate() == 0
+    finally:
+        if daemon.alive():
+            daemon.kill9()
+        db.close()
+
+
+def _state_if(db: Db, state: RuleState) -> object:
+    stored = db.store.rule_states().get(RULE)
+    return stored.status if stored is not None and stored.status.state is state else None
+
+
+@pytest.mark.parametrize("failpoint", ["before_adapter", "after_adapter"])
+def test_crash_around_the_adapter_rolls_back_exactly_once(
+    tmp_path: Path, registry_template: Path, failpoint: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'watcher.db'}"
+    ws = _workspace(tmp_path, registry_template, url, rules=FAST_RULES.replace("for: 6s", "for: 1s"))
+    ws.set_value(0.2)
+    crashing = DaemonProcess(ws.config_path, tmp_path / "daemon.log", env={"WATCHER_FAILPOINTS": failpoint})
+    assert crashing.wait_exit(timeout=90) == 137
+    db = Db(url)
+    try:
+        [intent] = db.queue.intents()
+        assert intent.status is RollbackStatus.RUNNING  # claimed, never finished
+        assert ws.champion() == ("3" if failpoint == "before_adapter" else "2")
+        daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
+        try:
+            done = wait_for(lambda: _finished(db), what="the intent to finish", timeout=90)
+            assert done.status is RollbackStatus.SUCCEEDED
+            assert ws.champion() == "2"
+            assert len(db.queue.intents()) == 1
+            kinds = [e.kind for e in db.store.audit_events()]
+            assert kinds.count("rollback_requested") == 1
+            assert kinds.count("rollback_succeeded") == 1
+            assert kinds.count("rollback_attempt") == 2  # one before the crash, one after
+            if failpoint == "after_adapter":
+                assert "reconciled" in (done.result_detail or "")
+            assert daemon.terminate() == 0
+        finally:
+            if daemon.alive():
+                daemon.kill9()
+    finally:
+        db.close()
+
+
+def _finished(db: Db) -> object:
+    intents = db.queue.intents()
+    return intents[0] if intents and intents[0].status is not RollbackStatus.RUNNING else None
+
+
+COMMAND_TARGET = """\
+  slow-prod:
+    adapter: command
+    argv: ["{python}", "{script}", "{{{{ to_version }}}}"]
+    live_argv: ["{python}", "-c", "print(open('{live}').read().strip())"]
+    timeout: 30s
+"""
+
+SLOW_SWITCH = """\
+import os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, "started.pid"), "w").write(str(os.getpid()))
+time.sleep(float(open(os.path.join(here, "delay")).read()))
+with open(os.path.join(here, "switches.log"), "a") as log:
+    log.write(sys.argv[1] + "\\n")
+open(os.path.join(here, "live"), "w").write(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("orphan", ["finishes", "dies"])
+def test_kill9_during_a_slow_adapter_call_rolls_back_once(
+    tmp_path: Path, registry_template: Path, orphan: str
+) -> None:
+    """The daemon dies while the adapter's command runs. Either the command still completes (the
+    restart finds the target switched and records it) or it dies too (the restart switches again):
+    in both cases the switch happens exactly once and the audit trail is complete."""
+    url = f"sqlite:///{tmp_path / 'watcher.db'}"
+    switch = tmp_path / "switch"
+    switch.mkdir()
+    (switch / "switch.py").write_text(SLOW_SWITCH)
+    (switch / "live").write_text("7")
+    (switch / "delay").write_text("2" if orphan == "finishes" else "600")
+    target = COMMAND_TARGET.format(python=sys.executable, script=switch / "switch.py", live=switch / "live")
+    rules = FAST_RULES.replace("target: fraud-prod", "target: slow-prod").replace("for: 6s", "for: 1s")
+    ws = _workspace(tmp_path, registry_template, url, rules=rules)
+    ws.config_path.write_text(ws.config_path.read_text().replace("targets:\n", "targets:\n" + target))
+    db = Db(url)
+    migrate.upgrade(db.engine)
+    now = datetime.now(UTC)
+    with db.store.transaction() as tx:  # version 6 was live for two hours without incident
+        tx.record_live_version("slow-prod", "6", now - timedelta(hours=3))
+        tx.record_live_version("slow-prod", "6", now - timedelta(hours=1))
+    ws.set_value(0.2)
+    daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
+    try:
+        pid = int(wait_for(lambda: (switch / "started.pid").read_text(), what="the command to start"))
+        daemon.kill9()
+        if orphan == "finishes":
+            wait_for(lambda: (switch / "live").read_text() == "6", what="the orphaned command to finish")
+        else:
+            os.kill(pid, signal.SIGKILL)
+        (switch / "delay").write_text("0")
+        daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
+        done = wait_for(lambda: _finished(db), what="the intent to finish", timeout=90)
+        assert done.status is RollbackStatus.SUCCEEDED
+        assert (switch / "switches.log").read_text().split() == ["6"]
+        kinds = [e.kind for e in db.store.audit_events()]
+        assert kinds.count("rollback_requested") == 1 and kinds.count("rollback_succeeded") == 1
+        assert daemon.terminate() == 0
+    finally:
+        if daemon.alive():
+            daemon.kill9()
+        db.close()
+
+
+def test_bad_rule_file_dropped_in_keeps_good_rules_running(tmp_path: Path, registry_template: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'watcher.db'}"
+    ws = _workspace(tmp_path, registry_template, url)
+    db = Db(url)
+    daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: db.store.rule_states().get(RULE), what="first evaluation")
+        bad = ws.write_rules(
+            textwrap.dedent("""\
+            model: churn-model
+            rules:
+              - name: latency
+                signal: latency
+                prometheus: up
+                abvoe: 0.3
+            """),
+            name="churn-model.yaml",
+        )
+        wait_for(lambda: f"{bad}:" in daemon.output(), what="the bad file's findings in the log")
+        before = db.store.rule_states()[RULE].status.last_evaluated_at
+        assert before is not None
+        wait_for(
+            lambda: db.store.rule_states()[RULE].status.last_evaluated_at > before,  # type: ignore[operator]
+            what="the good rule to keep running",
+        )
+        assert daemon.alive()
+        assert daemon.terminate() == 0
+    finally:
+        if daemon.alive():
+            daemon.kill9()
+        db.close()
