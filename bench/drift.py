@@ -253,10 +253,10 @@ def run_method(
     method: DriftMethod, reference: pd.DataFrame, current: pd.DataFrame, files: tuple[Path, Path]
 ) -> Figures:
     columns = columns_for(method, current)
-    source = DriftSource(files[0], files[1], columns, method, None, timedelta(minutes=5))
+    cache = ReferenceCache()
+    source = DriftSource(files[0], files[1], columns, method, None, timedelta(minutes=5), cache=cache)
     print(f"\n== method {method.value}: {len(columns)} columns x {len(current):,} rows ==", flush=True)
 
-    cache = ReferenceCache()
     cold = best_time(lambda: watcher_check(source, current, cache), 1)
     reads = cache.reads
     steady = best_time(lambda: watcher_check(source, current, cache), 3)

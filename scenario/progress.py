@@ -69,8 +69,11 @@ class Console:
         step.begin()
         try:
             yield step
+        except KeyboardInterrupt:
+            step.end(failed_reason="interrupted")
+            raise
         except BaseException:
-            step.end(failed_reason="interrupted" if step.failure is None else step.failure)
+            step.end(failed_reason=step.failure or "failed")
             raise
         step.end(failed_reason=step.failure)
 

@@ -252,3 +252,30 @@ def test_a_strongly_shifted_numeric_column_drifts_in_both(tmp_path: Path, method
     theirs = evidently_drift(reference, current, ["amount", "hour"], method, None)
     assert_same_drift(ours, theirs, f"shifted, {method.value}")
     assert value.evidence["drifted_columns"] == ["amount", "hour"] and value.value == 1.0
+
+
+def _int_range(low: int, high: int, rows: int, dtype: type) -> Any:
+    return np.random.default_rng(rows).integers(low, high, rows).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("reference", "current"),
+    [
+        (np.random.default_rng(1).normal(0, 1, 5000), np.random.default_rng(2).normal(3, 1, 4000)),
+        (_int_range(0, 500, 3000, np.int64), _int_range(-50, 400, 2000, np.int64)),
+        (_int_range(0, 500, 3000, np.int32), _int_range(0, 400, 2000, np.int64)),
+        (_int_range(0, 500, 3000, np.int64), np.random.default_rng(3).normal(200, 50, 2000)),
+        (np.random.default_rng(4).normal(0, 1, 3000).astype(np.float32), np.full(100, 2.5, np.float32)),
+        # Integers 0..20 in over 2**20 values: Sturges' width falls under 1 and numpy raises it to 1.
+        (_int_range(0, 21, 1_100_000, np.int64), _int_range(0, 21, 1_000_000, np.int64)),
+    ],
+    ids=["float", "int", "int32+int64", "int+float", "float32", "int-width-under-1"],
+)
+def test_sturges_edges_equal_numpy_on_the_concatenated_data(reference: Any, current: Any) -> None:
+    from watcher.sources.drift_stats import NumericCurrent, prepare_numeric, sturges_edges
+
+    ours = sturges_edges(prepare_numeric(pd.Series(reference)), NumericCurrent(pd.Series(current)))
+    combined = np.asarray(pd.concat([pd.Series(reference), pd.Series(current)]).values)
+    theirs = np.histogram_bin_edges(combined, bins="sturges")
+    assert ours.dtype == theirs.dtype
+    assert np.array_equal(ours, theirs)

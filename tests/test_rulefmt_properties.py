@@ -3,6 +3,8 @@ finding points inside the file."""
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ CONFIG_KEYS = [
     "signing_secret", "channel", "http", "listen", "targets", "adapter", "safety", "auto_rollback",
     "cooldown", "max_rollbacks", "verify_after", "stable_after", "fraud-prod", "mlflow", "tracking_uri",
 ]  # fmt: skip
+# What YAML counts as a line break (next-line and the Unicode separators too).
+YAML_LINE_BREAK = "\r\n|[\r\n\x85\u2028\u2029]"
 PLAUSIBLE = [
     "latency", "rollback", "approve", "critical", "alert", "5m", "0s", "-1m", "3 per 24h", "fraud-prod",
     "sqlite:///x.db", "SELECT 1 AS value", "data/reference.csv", "{{ value }}", "{{ x.__class__ }}",
@@ -71,7 +75,7 @@ rule_files = st.fixed_dictionaries(
 
 
 def _check_findings(findings: list[Finding], path: Path, text: str) -> None:
-    lines = max(1, text.count("\n") + 1)
+    lines = len(re.split(YAML_LINE_BREAK, text))
     for finding in findings:
         assert finding.file == path
         assert 1 <= finding.line <= lines, finding
@@ -187,4 +191,8 @@ def test_near_valid_rule_files_give_consistent_rules(rules: list[dict[str, Any]]
             assert (rule.above is None) != (rule.below is None)
             assert [rule.prometheus, rule.sql, rule.drift].count(None) == 2
             assert rule.interval > CONFIG.evaluation.timeout
-            assert rule.breaches(rule.threshold + 1) is (rule.above is not None)
+            just_above = math.nextafter(rule.threshold, math.inf)
+            just_below = math.nextafter(rule.threshold, -math.inf)
+            assert rule.breaches(just_above) is (rule.above is not None)
+            assert rule.breaches(just_below) is (rule.below is not None)
+            assert not rule.breaches(rule.threshold)

@@ -589,7 +589,7 @@ def test_a_step_on_a_plain_stream_shows_start_and_end_lines() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("… creating the registry")
     assert "✓ creating the registry 3 versions" in lines[1]
-    assert "✗ starting Prometheus: interrupted" in lines[3]
+    assert "✗ starting Prometheus: failed" in lines[3]
 
 
 # -- the signed button press -----------------------------------------------------------------

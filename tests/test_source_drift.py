@@ -366,3 +366,12 @@ def test_heavy_libraries_are_imported_only_when_needed(tmp_path: Path, reference
     assert at_import == "[]"
     assert outcome == "Value"
     assert after_measure == "['numpy', 'pandas', 'scipy']"
+
+
+def test_a_reference_column_of_another_type_is_a_bad_answer_naming_it(tmp_path: Path) -> None:
+    reference, current = tmp_path / "reference.csv", tmp_path / "current.csv"
+    features(1200, seed=12).assign(amount="unknown").to_csv(reference, index=False)
+    features(1200, seed=13).to_csv(current, index=False)
+    outcome = source(reference, current).measure(AT)
+    assert isinstance(outcome, SourceError), outcome
+    assert outcome.kind is ErrorKind.BAD_ANSWER and "'amount'" in outcome.message

@@ -441,7 +441,7 @@ def _rule_findings(
     if isinstance(interval, timedelta) and timedelta(0) < interval <= timeout:
         message = f"every: must be longer than evaluation.timeout ({format_duration(timeout)})"
         findings.append(at("every", message))
-    if "prometheus" in raw and config.prometheus is None:
+    if raw.get("prometheus") is not None and config.prometheus is None:
         findings.append(at("prometheus", "prometheus: watcher.yaml has no prometheus section", on_key=True))
     if isinstance(raw.get("summary"), str):
         findings.extend(_template_findings(doc, (*path, "summary"), raw["summary"]))
@@ -449,7 +449,7 @@ def _rule_findings(
 
 
 def _exactly_one(raw: dict[str, Any], keys: Sequence[str], at: Any, what: str) -> list[Finding]:
-    present = [key for key in keys if key in raw]
+    present = [key for key in keys if raw.get(key) is not None]  # `above: null` is no threshold
     choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
     if not present:
         return [at(None, f"the rule needs {what}: one of {choices}")]

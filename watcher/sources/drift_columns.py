@@ -177,7 +177,7 @@ def prepare_reference(column: pd.Series[Any], kind: ColumnKind) -> NumericRefere
     if kind is ColumnKind.CATEGORICAL:
         counts = drift_stats.count_values(column)
         return counts if counts.total else "has no values in the reference"
-    if not pd.api.types.is_numeric_dtype(column.dtype) or column.dtype == bool:
+    if not pd.api.types.is_numeric_dtype(column.dtype):
         return f"is numeric in the current data but holds {column.dtype.name} values in the reference"
     cleaned = clean_numeric(column)
     return drift_stats.prepare_numeric(cleaned) if len(cleaned) else "has no values in the reference"
