@@ -173,7 +173,8 @@ def test_roll_back_press_on_an_approval_request_rolls_back(approve_rig: SlackRig
     assert _buttons(blocks) == ["rollback", "ack", "silence"]
     status, answer = rig.press(incident, "rollback")
     assert (status, answer.get("ok")) == (200, True)
-    [result] = rig.h.dispatcher.run_due(datetime.now(UTC))
+    [outcome] = rig.h.dispatcher.run_due(datetime.now(UTC))
+    assert outcome.status is not None
     assert rig.h.workspace.champion() == "2"
     rig.deliver()
     ts_after, blocks = _latest_blocks(rig.slack)
