@@ -7,7 +7,6 @@ watcher.yaml is checked against the adapters really installed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -80,15 +79,6 @@ class StandInAdapters:
 STAND_IN_ADAPTERS = StandInAdapters()
 
 
-@pytest.fixture
-def stand_in_installed_adapters(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Make the stand-ins what `remediations.base` reports as installed (for code that uses the
-    default lookup, such as the command line)."""
-    monkeypatch.setattr(remediations.base, "load_factory", STAND_IN_ADAPTERS.find)
-    monkeypatch.setattr(remediations.base, "installed_adapter_names", STAND_IN_ADAPTERS.names)
-    yield
-
-
 def load_fixture_config(path: Path, env: dict[str, str] | None = None) -> ConfigResult:
     return load_config(path, FIXTURE_ENV if env is None else env, adapters=STAND_IN_ADAPTERS)
 
@@ -134,7 +124,10 @@ def test_defaults_are_the_spec_defaults(tmp_path: Path) -> None:
     assert config is not None
     assert config.database == f"sqlite:///{tmp_path}/watcher.db"
     assert config.rules == (tmp_path / "rules",)
-    assert (config.evaluation.every, config.evaluation.timeout) == (timedelta(seconds=30), timedelta(seconds=10))
+    assert (config.evaluation.every, config.evaluation.timeout) == (
+        timedelta(seconds=30),
+        timedelta(seconds=10),
+    )
     assert config.prometheus is None and config.slack is None
     assert (config.http.listen, config.http.host, config.http.port) == ("127.0.0.1:9460", "127.0.0.1", 9460)
     assert config.targets == {}
@@ -153,7 +146,10 @@ def test_every_section_is_read() -> None:
     assert config.rules == (CONFIG_FIXTURES / "../rules/*.good.yaml", CONFIG_FIXTURES / "../rules/data")
     assert config.evaluation.every == timedelta(minutes=1)
     assert config.prometheus is not None
-    assert config.prometheus.header_values() == {"Authorization": "Bearer prom-token-value", "X-Scope-OrgID": "ml"}
+    assert config.prometheus.header_values() == {
+        "Authorization": "Bearer prom-token-value",
+        "X-Scope-OrgID": "ml",
+    }
     slack = config.slack
     assert slack is not None
     assert slack.token.get_secret_value() == "xoxb-from-the-environment"
@@ -281,7 +277,8 @@ def test_an_adapter_that_cannot_be_imported_is_a_finding(tmp_path: Path) -> None
     path.write_text("targets:\n  t:\n    adapter: gone\n")
     findings = load_config(path, {}, adapters=Broken()).findings
     assert [str(f) for f in findings] == [
-        f"{path}:3:14: adapter 'gone' cannot be loaded: ModuleNotFoundError: No module named 'remediations.gone'"
+        f"{path}:3:14: adapter 'gone' cannot be loaded: "
+        "ModuleNotFoundError: No module named 'remediations.gone'"
     ]
 
 
@@ -291,7 +288,9 @@ def test_the_default_lookup_is_the_installed_entry_points(tmp_path: Path) -> Non
     path.write_text("targets:\n  t:\n    adapter: no-such-adapter\n")
     findings = load_config(path, {}).findings
     installed = ", ".join(remediations.base.installed_adapter_names())
-    assert [f.message for f in findings] == [f"unknown adapter 'no-such-adapter': installed adapters are {installed}"]
+    assert [f.message for f in findings] == [
+        f"unknown adapter 'no-such-adapter': installed adapters are {installed}"
+    ]
 
 
 def test_the_example_configuration_loads_with_the_installed_adapters() -> None:

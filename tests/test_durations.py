@@ -45,7 +45,22 @@ def test_parses_prometheus_durations(text: str, expected: timedelta) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "5", "-1m", "1.5h", "5 m", " 5m", "5M", "1m1h", "1h1h", "ms", "5min", "1s500ms100ms", "1e3s", "3 days"],
+    [
+        "",
+        "5",
+        "-1m",
+        "1.5h",
+        "5 m",
+        " 5m",
+        "5M",
+        "1m1h",
+        "1h1h",
+        "ms",
+        "5min",
+        "1s500ms100ms",
+        "1e3s",
+        "3 days",
+    ],
 )
 def test_refuses_what_prometheus_refuses(text: str) -> None:
     parsed = parse_duration(text)
@@ -90,7 +105,9 @@ def test_parses_rate_limits(text: str, expected: RateLimit) -> None:
     assert parse_rate_limit(text) == expected
 
 
-@pytest.mark.parametrize("text", ["3", "3 per", "three per 24h", "3 per day", "3 per 0s", "-3 per 1h", "3/24h"])
+@pytest.mark.parametrize(
+    "text", ["3", "3 per", "three per 24h", "3 per day", "3 per 0s", "-3 per 1h", "3/24h"]
+)
 def test_refuses_bad_rate_limits(text: str) -> None:
     assert isinstance(parse_rate_limit(text), InvalidRateLimit)
 

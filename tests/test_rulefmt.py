@@ -67,8 +67,15 @@ def test_a_rule_has_every_attribute_resolved(config: WatcherConfig) -> None:
         "fraud-detector/negative-feedback",
     ]
     p99 = rules["fraud-detector/p99-latency"]
-    assert (p99.model, p99.target, p99.name, p99.id) == ("fraud-detector", "fraud-prod", "p99-latency", p99.id)
-    assert p99.signal is Signal.LATENCY and p99.action is Action.ROLLBACK and p99.severity is Severity.CRITICAL
+    assert (p99.model, p99.target, p99.name, p99.id) == (
+        "fraud-detector",
+        "fraud-prod",
+        "p99-latency",
+        p99.id,
+    )
+    assert (
+        p99.signal is Signal.LATENCY and p99.action is Action.ROLLBACK and p99.severity is Severity.CRITICAL
+    )
     assert p99.prometheus is not None and p99.prometheus.startswith("histogram_quantile(0.99")
     assert (p99.sql, p99.drift, p99.above, p99.below, p99.threshold) == (None, None, 0.25, None, 0.25)
     assert (p99.for_, p99.keep_firing_for, p99.every, p99.interval) == (
@@ -171,7 +178,9 @@ BASE_RULE = "    signal: latency\n    prometheus: p99\n    above: 1\n"
         ("    signal: latency\n    prometheus: p99\n    below: 1\n", False),
     ],
 )
-def test_content_and_state_hashes(tmp_path: Path, config: WatcherConfig, changed: str, state_kept: bool) -> None:
+def test_content_and_state_hashes(
+    tmp_path: Path, config: WatcherConfig, changed: str, state_kept: bool
+) -> None:
     base_content, base_state = _hashes_of(tmp_path, config, BASE_RULE)
     assert _hashes_of(tmp_path, config, BASE_RULE) == (base_content, base_state)  # deterministic
     content, state = _hashes_of(tmp_path, config, changed)
@@ -179,7 +188,9 @@ def test_content_and_state_hashes(tmp_path: Path, config: WatcherConfig, changed
     assert (state == base_state) is state_kept
 
 
-def test_a_password_change_in_the_environment_keeps_both_hashes(tmp_path: Path, config: WatcherConfig) -> None:
+def test_a_password_change_in_the_environment_keeps_both_hashes(
+    tmp_path: Path, config: WatcherConfig
+) -> None:
     path = tmp_path / "model.yaml"
     path.write_text(
         "model: m\nrules:\n  - name: r\n    signal: accuracy\n"
@@ -217,7 +228,13 @@ def test_a_rule_id_defined_twice_across_files_is_a_finding_in_the_second(
 def test_rule_file_paths_walk_directories_and_expand_globs(tmp_path: Path) -> None:
     (tmp_path / "rules" / "team").mkdir(parents=True)
     (tmp_path / "rules" / ".hidden").mkdir()
-    for name in ("rules/b.yaml", "rules/a.yml", "rules/team/c.yaml", "rules/notes.txt", "rules/.hidden/x.yaml"):
+    for name in (
+        "rules/b.yaml",
+        "rules/a.yml",
+        "rules/team/c.yaml",
+        "rules/notes.txt",
+        "rules/.hidden/x.yaml",
+    ):
         (tmp_path / name).write_text("")
     (tmp_path / "watcher.yaml").write_text("rules: [rules/, '*.yaml']\n")
     config = load_config(tmp_path / "watcher.yaml", {}).config

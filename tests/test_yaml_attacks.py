@@ -68,7 +68,10 @@ def _config() -> WatcherConfig:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("a: !!python/object/apply:os.system ['x']\n", "1:4: tag '!!python/object/apply:os.system' is not allowed"),
+        (
+            "a: !!python/object/apply:os.system ['x']\n",
+            "1:4: tag '!!python/object/apply:os.system' is not allowed",
+        ),
         ("a: !!python/name:os.system\n", "1:4: tag '!!python/name:os.system' is not allowed"),
         ("a: !!python/module:os\n", "1:4: tag '!!python/module:os' is not allowed"),
         ("!!python/object:os.Foo {a: 1}\n", "1:1: tag '!!python/object:os.Foo' is not allowed"),
@@ -178,10 +181,20 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     [
         ("", "1:1: file is empty: expected a mapping"),
         ("# nothing but a comment\n", "1:1: file is empty: expected a mapping"),
-        ("a: 1\n---\nb: 2\n", "2:1: YAML syntax error: expected a single document in the stream, but found another document"),
+        (
+            "a: 1\n---\nb: 2\n",
+            "2:1: YAML syntax error: expected a single document in the stream, but found another document",
+        ),
         ("a: \x07\n", "1:4: character #x0007 is not allowed in YAML"),
-        ("a: 'unterminated\n", "2:1: YAML syntax error: while scanning a quoted scalar, found unexpected end of stream"),
-        ("a:\n\tb: 1\n", "2:1: YAML syntax error: while scanning for the next token, found character '\\t' that cannot start any token"),
+        (
+            "a: 'unterminated\n",
+            "2:1: YAML syntax error: while scanning a quoted scalar, found unexpected end of stream",
+        ),
+        (
+            "a:\n\tb: 1\n",
+            "2:1: YAML syntax error: while scanning for the next token, "
+            "found character '\\t' that cannot start any token",
+        ),
         ("? [a, b]\n: c\n", "1:3: a key must be a plain word, not a list or mapping"),
         ("a: !!int nope\n", "1:4: 'nope' is not a valid int"),
     ],

@@ -43,7 +43,7 @@ def sorted_findings(findings: Sequence[Finding]) -> list[Finding]:
 
 def did_you_mean(word: str, candidates: Sequence[str]) -> str:
     """` (did you mean 'x'?)` when a candidate is close enough, else an empty string."""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -152,7 +152,7 @@ def _key_hint(key: str, model: type[BaseModel] | None) -> str:
         return ""
     known = [info.alias or name for name, info in model.model_fields.items()]
     hints: dict[str, str] = getattr(model, "key_hints", {})
-    close = difflib.get_close_matches(key, [*known, *hints], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, [*known, *hints], n=1, cutoff=0.75)
     if not close:
         return ""
     return f" (did you mean {hints[close[0]]}?)" if close[0] in hints else f" (did you mean '{close[0]}'?)"

@@ -75,5 +75,3 @@ def _shown(finding: Finding) -> str:
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-

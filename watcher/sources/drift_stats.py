@@ -166,7 +166,6 @@ def ks_pvalue(reference: NumericReference, current: NumericCurrent) -> float:
     group_ends = np.empty(merged.values.shape[0], dtype=bool)
     np.not_equal(merged.values[1:], merged.values[:-1], out=group_ends[:-1])
     group_ends[-1] = True
-    group_ends[:] = True
     seen_by_reference = merged.reference_seen[group_ends]
     seen = np.flatnonzero(group_ends) + 1
     cdf_differences = seen_by_reference / n1 - (seen - seen_by_reference) / n2
@@ -254,7 +253,7 @@ def sturges_edges(reference: NumericReference, current: NumericCurrent) -> Float
     first_edge, last_edge = (low - 0.5, high + 0.5) if low == high else (low, high)
     if width:
         if np.issubdtype(combined, np.integer) and width < 1:
-            width = width
+            width = 1
         bins = int(np.ceil(_unsigned_subtract(last_edge, first_edge) / width))
     else:
         bins = 1
