@@ -17,7 +17,7 @@ from typing import Any
 
 from scenario.progress import Console
 from scenario.registry import Registry, RegistryFailure, champion_version
-from scenario.timeline import OutcomeTally, RuleTiming, seconds
+from scenario.timeline import OutcomeTally, RuleTiming, rule_states, seconds
 
 _TALLY_EVERY_S = 15.0
 
@@ -33,6 +33,7 @@ class Observations:
     rolled_back_to: str | None = None
     verified_at: datetime | None = None
     escalated_at: datetime | None = None
+    breaching_since: dict[str, datetime] = field(default_factory=dict)  # rule id -> first seen breaching
     missing: list[str] = field(default_factory=list)
 
     @property
@@ -80,22 +81,34 @@ class Monitor:
                 if isinstance(incident, dict):
                     self._on_incident(incident)
         self._poll_timeline()
+        metrics = _get_text(f"{self.watcher_url}/metrics")
+        if metrics is None:
+            return
+        self._note_breaching(rule_states(metrics), now)
         if self.console.elapsed_s() >= self._next_tally:
             self._next_tally = self.console.elapsed_s() + _TALLY_EVERY_S
-            metrics = _get_text(f"{self.watcher_url}/metrics")
-            line = self._tally.line(metrics) if metrics is not None else None
+            line = self._tally.line(metrics)
             if line:
                 self.console.say(self.console.dim(f"evaluations  {line}"), stamp=True)
 
+    def _note_breaching(self, states: dict[str, str], now: datetime) -> None:
+        """When each rule first breached after the release went bad (pending, or firing at once)."""
+        if now < self.observations.bad_release_at:
+            return
+        for rule, state in states.items():
+            if state in ("pending", "firing"):
+                self.observations.breaching_since.setdefault(rule, now)
+
     def _poll_alias(self, now: datetime) -> None:
         version = champion_version(self.registry)
-        if isinstance(version, RegistryFailure) or version == self._alias:
+        previous = self._alias
+        if isinstance(version, RegistryFailure) or version == previous:
             return
-        if self._alias is not None:
-            self.console.say(f"registry: {self.registry.alias} {self._alias} → {version}", stamp=True)
+        if previous is not None:
+            self.console.say(f"registry: {self.registry.alias} {previous} → {version}", stamp=True)
         self._alias = version
         seen = self.observations
-        if version != seen.bad_version and seen.rolled_back_at is None and seen.incident_id is not None:
+        if previous == seen.bad_version and seen.rolled_back_at is None and now >= seen.bad_release_at:
             seen.rolled_back_at, seen.rolled_back_to = now, version
 
     def _on_incident(self, incident: dict[str, Any]) -> None:
@@ -156,13 +169,15 @@ def print_summary(
             f"  incident #{seen.incident_id} ({seen.incident_rule}) opened "
             f"{_after(seen.incident_opened_at, seen.bad_release_at)} after it went bad"
         )
-        if rule is not None:
-            say(
-                console.dim(
-                    f"    the rule waits `for` {seconds(rule.for_)} of breaching evaluations, one every "
-                    f"{seconds(rule.every)}; the rest is its query's window filling with bad data"
-                )
-            )
+        breaching = seen.breaching_since.get(seen.incident_rule or "")
+        if rule is not None and breaching is not None:
+            say(console.dim(
+                f"    first breaching evaluation {_after(breaching, seen.bad_release_at)} after it went bad "
+                f"(one every {seconds(rule.every)}, over a {seconds(rule.window)} window), then `for` "
+                f"{seconds(rule.for_)}: fired {_after(seen.incident_opened_at, breaching)} later"
+            ))  # fmt: skip
+        elif rule is not None:
+            say(console.dim(f"    the rule: `for` {seconds(rule.for_)}, every {seconds(rule.every)}"))
     if seen.rolled_back_at is not None:
         say(
             f"  rollback: {seen.bad_version} → {seen.rolled_back_to}, "

@@ -113,6 +113,11 @@ class OutcomeTally:
         return " · ".join(parts) if parts else None
 
 
+def rule_states(metrics_text: str) -> dict[str, str]:
+    """Each rule's current state (inactive, pending, firing) from the daemon's /metrics."""
+    return _rule_metrics(metrics_text)[1]
+
+
 def _rule_metrics(text: str) -> tuple[dict[tuple[str, str], float], dict[str, str]]:
     counts: dict[tuple[str, str], float] = {}
     states: dict[str, str] = {}

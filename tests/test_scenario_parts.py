@@ -623,3 +623,36 @@ def test_a_press_is_signed_and_shaped_as_slack_sends_it(tmp_path: Path) -> None:
 def test_press_settings_missing_is_a_clear_failure(tmp_path: Path) -> None:
     failure = press.load_settings(tmp_path, environ={})
     assert isinstance(failure, press.PressFailure) and "--keep-running" in failure.message
+
+
+def test_the_summary_passes_only_with_a_verified_rollback() -> None:
+    from scenario.monitor import Observations, print_summary
+
+    bad = datetime(2024, 5, 6, 7, 0, 0, tzinfo=UTC)
+    timings = [
+        timeline.RuleTiming("m/p99", "latency", "rollback", timedelta(minutes=1), timedelta(seconds=15))
+    ]
+
+    def at(seconds: int) -> datetime:
+        return bad + timedelta(seconds=seconds)
+
+    done = Observations(bad_release_at=bad, bad_version="3", incident_id=1, incident_rule="m/p99",
+                        incident_opened_at=at(80), rolled_back_at=at(81), rolled_back_to="2",
+                        verified_at=at(170), breaching_since={"m/p99": at(14)})  # fmt: skip
+    out = io.StringIO()
+    assert print_summary(Console(out, color=False), done, timings, verify_after=timedelta(seconds=75)) == 0
+    text = out.getvalue()
+    assert (
+        "opened 80s after it went bad" in text
+        and "fired 66s later" in text
+        and "rolled back and verified" in text
+    )
+    not_verified = Observations(bad_release_at=bad, bad_version="3", incident_id=1, incident_rule="m/p99",
+                                incident_opened_at=at(80), rolled_back_at=at(81), rolled_back_to="2",
+                                escalated_at=at(170))  # fmt: skip
+    out = io.StringIO()
+    assert (
+        print_summary(Console(out, color=False), not_verified, timings, verify_after=timedelta(seconds=45))
+        == 1
+    )
+    assert "escalated" in out.getvalue() and "never verified" in out.getvalue()

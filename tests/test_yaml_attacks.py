@@ -143,7 +143,9 @@ def test_a_file_over_the_limit_is_refused_before_reading(tmp_path: Path) -> None
     assert result < 4 * 1024 * 1024
     loaded = load_yaml_file(path)
     assert isinstance(loaded, YamlFailure)
-    assert [str(f) for f in loaded.findings] == [f"{path}:1:1: file is larger than 1024 KiB"]
+    assert [str(f) for f in loaded.findings] == [
+        f"{path}:1:1: file is larger than 1 MiB (1048576 bytes): not a configuration or rule file"
+    ]
 
 
 def test_a_file_just_over_the_limit_is_refused_and_at_the_limit_is_read(tmp_path: Path) -> None:
@@ -158,7 +160,9 @@ def test_a_file_just_over_the_limit_is_refused_and_at_the_limit_is_read(tmp_path
 def test_an_endless_stream_is_read_only_up_to_the_limit() -> None:
     loaded = load_yaml_file(Path("/dev/zero"))  # stat says 0 bytes; reading never ends
     assert isinstance(loaded, YamlFailure)
-    assert [f.message for f in loaded.findings] == ["file is larger than 1024 KiB"]
+    assert [f.message for f in loaded.findings] == [
+        "file is larger than 1 MiB (1048576 bytes): not a configuration or rule file"
+    ]
 
 
 def test_invalid_utf8_is_reported_at_the_bad_byte(tmp_path: Path) -> None:

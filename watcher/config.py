@@ -8,6 +8,7 @@ in repr and str, so they never reach a log line or a finding.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -125,7 +126,7 @@ def _rule_location(value: Path, info: ValidationInfo) -> Path:
     if GLOB_CHARACTERS.isdisjoint(str(value)):
         if not located.exists():
             raise ValueError(f"'{value}' does not exist")
-    elif not any(base_dir.glob(str(value))):
+    elif not glob.glob(str(located), recursive=True):
         raise ValueError(f"no file matches '{value}'")
     return located
 
@@ -275,12 +276,13 @@ def load_config(
     data = dict(doc.data)
     targets, findings = _targets(data.pop("targets", None), doc, adapters or InstalledAdapters(), base_dir)
     data["targets"] = targets
+    validated: ConfigFile | None = None
     try:
         validated = ConfigFile.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as error:
         findings.extend(validation_findings(error, doc, ConfigFile))
     findings = [*doc.findings, *without_repeats(doc, findings)]
-    if findings:
+    if findings or validated is None:
         return ConfigResult(None, sorted_findings(findings))
     config = WatcherConfig.model_construct(**dict(validated), path=path.absolute(), base_dir=base_dir)
     return ConfigResult(config)

@@ -114,16 +114,18 @@ def _finding(item: dict[str, Any], doc: YamlDocument, model: type[BaseModel], pr
 
 
 def _message(item: dict[str, Any], kind: str, label: str) -> str:
+    ctx = item.get("ctx", {})
     if kind == "enum":
-        allowed = re.findall(r"'([^']*)'", str(item.get("ctx", {}).get("expected", "")))
-        shown = item["input"] if isinstance(item["input"], str) else describe(item["input"])
-        hint = did_you_mean(shown, allowed)
-        return f"unknown {label} '{shown}'{hint}: expected one of {', '.join(allowed)}"
+        allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        if not isinstance(item["input"], str):
+            return f"{label}: expected one of {', '.join(allowed)}, got {describe(item['input'])}"
+        hint = did_you_mean(item["input"], allowed)
+        return f"unknown {label} '{item['input']}'{hint}: expected one of {', '.join(allowed)}"
     if kind in _EXPECTED:
         return f"{label}: expected {_EXPECTED[kind]}, got {describe(item['input'])}"
-    ctx = item.get("ctx", {})
     if kind in _LIMITS:
-        return f"{label}: must be {_LIMITS[kind]} {ctx[kind_limit(kind)]}"
+        words, limit = _LIMITS[kind]
+        return f"{label}: must be {words} {ctx[limit]}"
     if kind in ("too_short", "string_too_short"):
         return f"{label}: must not be empty" if ctx.get("min_length") == 1 else f"{label}: too short"
     message = str(item["msg"])
@@ -131,19 +133,13 @@ def _message(item: dict[str, Any], kind: str, label: str) -> str:
     return f"{label}: {message[:1].lower()}{message[1:]}"
 
 
+# Numeric limits: the words, and the key of the limit in the error's ctx.
 _LIMITS = {
-    "greater_than": "greater than",
-    "greater_than_equal": "at least",
-    "less_than": "less than",
-    "less_than_equal": "at most",
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("at most", "le"),
 }
-
-
-def kind_limit(kind: str) -> str:
-    """The ctx key pydantic gives the limit under, for each error type of _LIMITS."""
-    return {"greater_than": "gt", "greater_than_equal": "ge", "less_than": "lt", "less_than_equal": "le"}[
-        kind
-    ]
 
 
 def _key_hint(key: str, model: type[BaseModel] | None) -> str:

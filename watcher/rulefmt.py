@@ -13,6 +13,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -49,6 +50,7 @@ from watcher.yamlsafe import TreePath, YamlDocument, YamlFailure, load_mapping_d
 
 DATA_FILE_SUFFIXES = (".csv", ".parquet")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # as Prometheus has them
 
 
 def _name(value: str) -> str:
@@ -58,7 +60,7 @@ def _name(value: str) -> str:
 
 
 def _label_name(value: str) -> str:
-    if not (value[:1].isalpha() or value[:1] == "_") or not value.replace("_", "").isalnum():
+    if not LABEL_NAME.fullmatch(value):
         raise ValueError(f"'{value}' is not a valid label name: use letters, digits and '_'")
     return value
 

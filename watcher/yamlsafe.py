@@ -11,6 +11,7 @@ and a literal Slack token anywhere in the text is refused.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ from watcher.findings import Finding, describe
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
+_TOO_LARGE = f"file is larger than 1 MiB ({MAX_FILE_BYTES} bytes): not a configuration or rule file"
 
 TreePath = tuple[str | int, ...]
 Position = tuple[int, int]  # (line, column), both 1-based
@@ -137,15 +139,15 @@ def load_yaml_file(path: Path) -> YamlDocument | YamlFailure:
     """Read and parse `path`; every refusal or syntax error is a finding with its position."""
     try:
         with path.open("rb") as stream:
-            if path.stat().st_size > MAX_FILE_BYTES:
-                return _fail(path, (1, 1), f"file is larger than {MAX_FILE_BYTES // 1024} KiB")
+            if os.fstat(stream.fileno()).st_size > MAX_FILE_BYTES:
+                return _fail(path, (1, 1), _TOO_LARGE)
             # Read one byte past the limit: a file that grows, or a device, cannot get through.
             raw = stream.read(MAX_FILE_BYTES + 1)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         return YamlFailure((Finding(path, 1, 1, f"cannot read file: {reason}"),), unreadable=True)
     if len(raw) > MAX_FILE_BYTES:
-        return _fail(path, (1, 1), f"file is larger than {MAX_FILE_BYTES // 1024} KiB")
+        return _fail(path, (1, 1), _TOO_LARGE)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

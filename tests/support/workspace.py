@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.mlflow_registry import champion, copy_registry
+from tests.support.prometheus import free_port
 from watcher.config import WatcherConfig, load_config
 
 DEFAULT_RULES = """\
@@ -60,6 +61,17 @@ class Workspace:
         with sqlite3.connect(self.signal_db) as connection:
             connection.execute("DROP TABLE IF EXISTS signal")
 
+    def replica_config(self, name: str) -> Path:
+        """The same configuration for another replica: only its HTTP port differs."""
+        import re
+
+        path = self.root / f"{name}.yaml"
+        text = re.sub(
+            r"listen: 127\.0\.0\.1:\d+", f"listen: 127.0.0.1:{free_port()}", self.config_path.read_text()
+        )
+        path.write_text(text)
+        return path
+
     def champion(self) -> str:
         return champion(self.registry)
 
@@ -103,6 +115,8 @@ def make_workspace(
           stable_after: 1h
         """
     )
+    if "http:" not in extra_config:  # a port of its own: tests must not collide on the default one
+        extra_config += f"http:\n  listen: 127.0.0.1:{free_port()}\n"
     (root / "watcher.yaml").write_text(config + extra_config)
     workspace = Workspace(root, registry)
     workspace.write_rules(rules)

@@ -163,18 +163,35 @@ def ks_pvalue(reference: NumericReference, current: NumericCurrent) -> float:
         # The exact distribution is scipy's own private code; small samples cost nothing anyway.
         return float(stats.ks_2samp(reference.sorted_values, current.values).pvalue)
     merged = _merge(reference, current)
-    group_ends = np.empty(merged.values.shape[0], dtype=bool)
-    np.not_equal(merged.values[1:], merged.values[:-1], out=group_ends[:-1])
-    group_ends[-1] = True
-    seen_by_reference = merged.reference_seen[group_ends]
-    seen = np.flatnonzero(group_ends) + 1
-    cdf_differences = seen_by_reference / n1 - (seen - seen_by_reference) / n2
+    cdf_differences = _cdf_differences_at_group_ends(merged, n1, n2)
     max_s = float(cdf_differences.max())
     min_s = float(np.clip(-cdf_differences.min(), 0, 1))
     statistic = min_s if min_s > max_s else max_s
     larger, smaller = sorted([float(n1), float(n2)], reverse=True)
     effective_n = larger * smaller / (larger + smaller)
     return float(np.clip(stats.kstwo.sf(statistic, np.round(effective_n)), 0, 1))
+
+
+def _cdf_differences_at_group_ends(merged: _Merged, n1: int, n2: int) -> FloatArray:
+    """cdf1 - cdf2 at the last point of each group of equal values, as scipy's cddiffs there.
+
+    Continuous data has no ties: then every point ends its group and no indexing is needed.
+    """
+    values = merged.values
+    group_ends = np.not_equal(values[1:], values[:-1])
+    if group_ends.all():
+        seen_by_reference = merged.reference_seen
+        seen_by_current = np.arange(1, values.shape[0] + 1, dtype=seen_by_reference.dtype)
+    else:
+        group_ends = np.append(group_ends, True)
+        seen_by_reference = merged.reference_seen[group_ends]
+        seen_by_current = (np.flatnonzero(group_ends) + 1).astype(seen_by_reference.dtype)
+    np.subtract(seen_by_current, seen_by_reference, out=seen_by_current)
+    size = seen_by_reference.shape[0]
+    # The merged values and the scratch buffer are spent: the CDFs go there.
+    reference_cdf = np.divide(seen_by_reference, n1, out=merged.spare[:size])
+    current_cdf = np.divide(seen_by_current, n2, out=values[:size])
+    return np.subtract(reference_cdf, current_cdf, out=reference_cdf)
 
 
 def wasserstein_normed(reference: NumericReference, current: NumericCurrent) -> float:
