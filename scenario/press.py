@@ -57,6 +57,8 @@ def load_settings(run_dir: Path, environ: Mapping[str, str]) -> PressSettings | 
         return PressFailure(f"{path} is missing: start the scenario with --keep-running first")
     except ValueError:
         return PressFailure(f"{path} is not JSON")
+    if not saved.get("team_id"):
+        return PressFailure("the scenario runs against real Slack: press the buttons in Slack")
     secret = environ.get("SLACK_SIGNING_SECRET") or saved.get("signing_secret")
     if not secret:
         return PressFailure("no signing secret: set SLACK_SIGNING_SECRET")

@@ -237,9 +237,10 @@ class Scenario:
     def _write_press_settings(self, slack: SlackSetup) -> None:
         from scenario.fake_slack import TEAM_ID
 
-        settings: dict[str, Any] = {"watcher_url": self.urls.watcher, "team_id": TEAM_ID,
+        settings: dict[str, Any] = {"watcher_url": self.urls.watcher, "team_id": None,
                                     "approver": slack.approvers[0] if slack.approvers else None}  # fmt: skip
         if slack.fake:  # a secret made up for this run only; real secrets stay in the environment
+            settings["team_id"] = TEAM_ID
             settings["signing_secret"] = slack.environment["SLACK_SIGNING_SECRET"]
         path = self.run_dir / "press.json"
         path.touch(mode=0o600)

@@ -289,3 +289,41 @@ def test_slack_errors_never_delay_the_rollback_and_nothing_is_lost(rig: SlackRig
     assert replies[0].startswith("Rolling back") and any("Verified" in r for r in replies)
     record = rig.h.store.incident(incident)
     assert record is not None and record.status is IncidentStatus.MITIGATED
+
+
+def test_socket_mode_press_acts_once_across_redeliveries(
+    tmp_path: Path, registry_template: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scenario.fake_slack import APP_TOKEN
+    from tests.support.daemon import wait_for
+    from watcher.daemon import Daemon
+
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    rig = _rig(tmp_path, registry_template, slack, monkeypatch, action="approve")
+    rig.http.stop()
+    text = rig.h.workspace.config_path.read_text().replace(
+        "  approvers:", "  app_token: ${SLACK_APP_TOKEN}\n  approvers:"
+    )
+    rig.h.workspace.config_path.write_text(text)
+    daemon = Daemon(rig.h.workspace.config())
+    daemon.prepare()
+    daemon._start_socket_mode()
+    try:
+        assert daemon.socket_mode is not None
+        wait_for(lambda: slack.socket_clients(), what="the Socket Mode connection")
+        incident = rig.fire()
+        payload = block_actions_payload(
+            json.dumps({"incident": incident, "action": "rollback"}),
+            "rollback",
+            user=APPROVER,
+            action_ts=f"{time.time():.6f}",
+        )
+        first = slack.send_interactive(payload)
+        slack.send_interactive(payload)  # Slack redelivers when it thinks the ack was lost
+        wait_for(lambda: first in slack.acks, what="the acknowledgement")
+        wait_for(lambda: rig.h.dispatcher.queue.intents(), what="the approved intent")
+        time.sleep(0.5)
+        assert len(rig.h.dispatcher.queue.intents()) == 1
+    finally:
+        daemon.stop(grace=1)
+        rig.h.close()

@@ -100,6 +100,7 @@ class Daemon:
         self._jobs_lock = threading.Lock()
         self._ttl = max(config.evaluation.every, timedelta(seconds=5))
         self.http: Any = None
+        self.socket_mode: Any = None
 
     # --- start-up ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -151,6 +152,7 @@ class Daemon:
         self.scheduler.add_job(self._heartbeat, "interval", seconds=1, id="heartbeat", executor="workers")
         self.scheduler.start()
         self._start_http()
+        self._start_socket_mode()
         self.ready = True
         systemd.notify("READY=1")
         log.info(
@@ -177,6 +179,26 @@ class Daemon:
             slack_handler=slack_handler,
         )
         self.http.start()
+
+    def _start_socket_mode(self) -> None:
+        """Button presses over Socket Mode when slack.app_token is set (no public endpoint needed)."""
+        slack = self.config.slack
+        if slack is None or slack.app_token is None or self.outbox is None or self.outbox.actions is None:
+            return
+        from watcher.notify.interactions import ButtonPress, SocketModeReceiver, start_socket_mode
+        from watcher.notify.slack_client import SendFailed
+
+        actions = self.outbox.actions
+
+        def on_press(press: ButtonPress) -> None:
+            actions.handle_press(press, utc_now())
+
+        started = start_socket_mode(slack.app_token.get_secret_value(), on_press, api_url=slack.api_url)
+        if isinstance(started, SendFailed):
+            log.error("Socket Mode unavailable: %s", started.message, extra={"event": "socket_mode_failed"})
+        elif isinstance(started, SocketModeReceiver):
+            self.socket_mode = started
+            log.info("receiving Slack presses over Socket Mode", extra={"event": "socket_mode"})
 
     # --- jobs -----------------------------------------------------------------------------------
     def _schedule_rules(self) -> None:
@@ -244,8 +266,13 @@ class Daemon:
             if self.outbox is not None:
                 self.outbox.deliver_due(now)
             self.metrics.set_open_incidents(self.store.count_open_incidents())
-        except Exception:
+            self.metrics.set_outbox_pending(self.queue.pending_message_count())
+            if self.outbox is not None:
+                self.outbox.database_reachable()
+        except Exception as error:
             log.exception("worker pass failed", extra={"event": "worker_failed"})
+            if self.outbox is not None and not self.store.ping():
+                self.outbox.database_unreachable(type(error).__name__)
         self.last_beat = time.monotonic()
 
     def _watch_targets(self) -> None:
@@ -305,6 +332,8 @@ class Daemon:
             done.join(grace)
         if self.http is not None:
             self.http.stop()
+        if self.socket_mode is not None:
+            self.socket_mode.stop()
         if self.is_leader:
             self.queue.release_lease(LEADER_LEASE, self.replica)
         self.db.dispose()

@@ -23,6 +23,12 @@ The evidence of a Value:
      "reference_rows": n, "current_rows": n, "skipped_columns": {name: reason}}
 "score" is None when the statistic is undefined (NaN: e.g. chi-square on a single category).
 
+SQL: the query runs with :window_end bound to the evaluation time and, when it has a window,
+:window_start bound to `window` earlier, both timezone-aware UTC datetimes passed as parameters
+(never pasted into the text). On SQLite the sqlite3 adapter renders them as text like
+'2024-05-01 12:00:00+00:00' or '2024-05-01 12:00:00.250000+00:00' (no fraction when the
+microseconds are 0): store timestamps in that form for text comparisons to hold.
+
 Outcomes: an empty current window is NoData, and so is a compared column with no values in it.
 A missing file or an unreachable database is a retryable SourceError; a listed column missing
 from either side is a BAD_QUERY error naming it; a method that does not apply to a column's type

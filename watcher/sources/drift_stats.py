@@ -191,7 +191,8 @@ def _cdf_differences_at_group_ends(merged: _Merged, n1: int, n2: int) -> FloatAr
     # The merged values and the scratch buffer are spent: the CDFs go there.
     reference_cdf = np.divide(seen_by_reference, n1, out=merged.spare[:size])
     current_cdf = np.divide(seen_by_current, n2, out=values[:size])
-    return np.subtract(reference_cdf, current_cdf, out=reference_cdf)
+    differences: FloatArray = np.subtract(reference_cdf, current_cdf, out=reference_cdf)
+    return differences
 
 
 def wasserstein_normed(reference: NumericReference, current: NumericCurrent) -> float:
