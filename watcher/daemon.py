@@ -177,6 +177,7 @@ class Daemon:
             loop_alive=self.loop_alive,
             ready=self.readiness,
             slack_handler=slack_handler,
+            report_for=self.drift_report,
         )
         self.http.start()
 
@@ -309,6 +310,19 @@ class Daemon:
         interval = systemd.watchdog_interval()
         if interval is not None and self.loop_alive():
             systemd.notify("WATCHDOG=1")
+
+    def drift_report(self, incident_id: int) -> str | None:
+        """Evidently's HTML report for a drift incident, for the data of its evaluation."""
+        incident = self.store.incident(incident_id)
+        if incident is None or incident.signal != "drift":
+            return None
+        runtime = self.rules.current.runtime.get(incident.rule_id)
+        evaluated = incident.evidence.get("evaluated_at")
+        render = getattr(runtime.source, "render_report", None) if runtime is not None else None
+        if render is None or not isinstance(evaluated, str):
+            return None
+        html = render(datetime.fromisoformat(evaluated))
+        return html if isinstance(html, str) else None
 
     # --- health ---------------------------------------------------------------------------------
     def loop_alive(self) -> bool:
