@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, load_or_report
@@ -129,10 +130,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _stored_status(database: str, rule_id: str, state_hash: str) -> Any:
     """The rule's persisted state, read-only, if the database has one (eval changes nothing)."""
-    try:
-        from watcher.store.database import open_engine
-        from watcher.store.repository import Store
+    from sqlalchemy.engine import make_url
 
+    from watcher.store.database import is_sqlite, open_engine
+    from watcher.store.repository import Store
+
+    sqlite_file = make_url(database).database if is_sqlite(database) else None
+    if sqlite_file is not None and (sqlite_file in ("", ":memory:") or not Path(sqlite_file).exists()):
+        return None  # never create a database just to look into it
+    try:
         engine = open_engine(database)
         try:
             stored = Store(engine).rule_states().get(rule_id)
