@@ -230,3 +230,16 @@ def test_bad_rule_file_dropped_in_keeps_good_rules_running(tmp_path: Path, regis
         if daemon.alive():
             daemon.kill9()
         db.close()
+
+
+def test_ticks_measure_at_their_scheduled_slot() -> None:
+    from watcher.daemon import scheduled_time
+
+    anchor = datetime(2026, 1, 1, tzinfo=UTC)
+    step = timedelta(seconds=15)
+    assert scheduled_time(anchor, step, anchor + timedelta(seconds=60.004)) == anchor + timedelta(seconds=60)
+    assert scheduled_time(anchor, step, anchor + timedelta(seconds=15.003)) == anchor + step
+    late = anchor + timedelta(seconds=23)  # more than half an interval late: its own time
+    assert scheduled_time(anchor, step, late) == late
+    early = anchor - timedelta(seconds=1)  # a clock that went back
+    assert scheduled_time(anchor, step, early) == early

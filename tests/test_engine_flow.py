@@ -214,3 +214,28 @@ def test_claim_is_exclusive(harness: Harness) -> None:
     first = queue.claim_intent("replica-a", T0 + timedelta(minutes=2), timedelta(minutes=5))
     second = queue.claim_intent("replica-b", T0 + timedelta(minutes=2), timedelta(minutes=5))
     assert first is not None and second is None
+
+
+def test_a_second_rule_firing_while_the_rollback_is_verified_only_notifies(
+    tmp_path: Path, registry_template: Path
+) -> None:
+    second_rule = DEFAULT_RULES.split("rules:\n", 1)[1].replace("name: error-rate", "name: error-rate-strict")
+    second_rule = second_rule.replace("for: 2m", "for: 3m")
+    rules = DEFAULT_RULES + second_rule
+    workspace = make_workspace(tmp_path / "ws", registry_template, f"sqlite:///{tmp_path / 'w.db'}", rules=rules)
+    h = Harness(workspace)
+    strict = h.rules["fraud-detector/error-rate-strict"]
+    try:
+        h.tick(T0, 0.2)
+        h.engine.tick(strict, T0)
+        h.tick(T0 + timedelta(minutes=2))
+        h.dispatcher.run_due(T0 + timedelta(minutes=2))
+        assert workspace.champion() == "2"
+        fired = h.engine.tick(strict, T0 + timedelta(minutes=3))
+        assert fired.incident_opened is not None
+        record = h.store.incident(fired.incident_opened)
+        assert record is not None and record.decision_reason == "target_busy"
+        assert h.dispatcher.run_due(T0 + timedelta(minutes=3)) == []
+        assert workspace.champion() == "2"
+    finally:
+        h.close()

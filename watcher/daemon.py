@@ -48,6 +48,18 @@ class SingleReplicaError(RuntimeError):
     pass
 
 
+def scheduled_time(anchor: datetime, interval: timedelta, now: datetime) -> datetime:
+    """The slot a tick belongs to, as Prometheus evaluates a group at its own aligned timestamps.
+
+    Threads start a few milliseconds late; measuring at wall time would make a `for: 1m` seen
+    at 59.99 s fire one whole interval late. A tick more than half an interval late uses `now`.
+    """
+    if now < anchor or interval <= timedelta(0):
+        return now
+    slot = anchor + interval * ((now - anchor) // interval)
+    return slot if now - slot <= interval / 2 else now
+
+
 def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -101,6 +113,7 @@ class Daemon:
         self._ttl = max(config.evaluation.every, timedelta(seconds=5))
         self.http: Any = None
         self.socket_mode: Any = None
+        self._anchors: dict[str, tuple[datetime, timedelta]] = {}
 
     # --- start-up ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -216,6 +229,8 @@ class Daemon:
                     continue
                 if job is not None:
                     job.remove()
+                anchor = utc_now()
+                self._anchors[rule_id] = (anchor, runtime.rule.interval)
                 self.scheduler.add_job(
                     self._tick,
                     "interval",
@@ -223,7 +238,7 @@ class Daemon:
                     args=[rule_id],
                     id=f"rule:{rule_id}",
                     misfire_grace_time=max(1, int(seconds / 2)),
-                    next_run_time=datetime.now().astimezone(),
+                    next_run_time=anchor,
                 )
 
     def _tick(self, rule_id: str) -> None:
@@ -232,8 +247,9 @@ class Daemon:
         runtime: RuntimeRule | None = self.rules.current.runtime.get(rule_id)
         if runtime is None:
             return
+        anchor, interval = self._anchors.get(rule_id, (utc_now(), runtime.rule.interval))
         try:
-            result = self.engine.tick(runtime, utc_now())
+            result = self.engine.tick(runtime, scheduled_time(anchor, interval, utc_now()))
             if result.incident_opened is not None and not self.dry_run:
                 # Act now rather than on the worker's next pass: the rollback is what matters.
                 self.dispatcher.run_due(utc_now())

@@ -139,6 +139,7 @@ class Engine:
             max_rollbacks_period=self.safety.max_rollbacks.period,
         )
         decision = decide(
+            target_busy=bool(rule.target) and self._target_busy(rule.target or ""),
             action=rule.action,
             has_target=rule.target is not None,
             rollback_version=choice.version if choice else None,
@@ -148,6 +149,12 @@ class Engine:
             now=now,
         )
         return incident_flow.FiringContext(live_version=live, choice=choice, decision=decision)
+
+    def _target_busy(self, target: str) -> bool:
+        busy = (IncidentStatus.ROLLING_BACK, IncidentStatus.VERIFYING)
+        if any(i.target == target and i.status in busy for i in self.store.incidents(open_only=True)):
+            return True
+        return self.queue.active_intent_for_target(target) is not None
 
     def _persist(
         self,

@@ -8,6 +8,7 @@ inputs always give the same reason:
 3. rule_notifies          the rule's action is notify                                      -> NOTIFY_ONLY
 4. no_target              the rule names no rollback target                               -> NOTIFY_ONLY
 5. no_rollback_version    no known-good or previous version to go back to                 -> NOTIFY_ONLY
+5b. target_busy           a rollback of this target is under way or being verified        -> NOTIFY_ONLY
 6. rule_asks_approval     the rule's action is approve                                     -> ASK_APPROVAL
 7. auto_rollback_disabled safety.auto_rollback is false                                    -> ASK_APPROVAL
 8. paused                 `watcher pause` is in force                                      -> ASK_APPROVAL
@@ -67,6 +68,7 @@ class DecisionReason(StrEnum):
     NO_TARGET = "no_target"
     NO_ROLLBACK_VERSION = "no_rollback_version"
     NO_DATA_ALERT = "no_data_alert"
+    TARGET_BUSY = "target_busy"
     ESCALATED = "escalated"
 
 
@@ -87,6 +89,7 @@ def decide(
     now: datetime,
     *,
     escalated: bool = False,
+    target_busy: bool = False,
 ) -> SafetyDecision:
     """What to do about a rule that fired (or an incident re-examined), in the order documented above.
 
@@ -95,6 +98,10 @@ def decide(
     refusal = _why_not_roll_back(action, has_target, rollback_version, fired_on_no_data, escalated)
     if refusal is not None:
         return refusal
+    if target_busy:
+        # Other rules of the same model still see the bad version's data in their windows while a
+        # rollback is being made or verified: that is the same trouble, not a reason to go further back.
+        return _notify(DecisionReason.TARGET_BUSY, "a rollback of this target is under way or being verified")
     if action is Action.APPROVE:
         return _ask(
             DecisionReason.RULE_ASKS_APPROVAL,
