@@ -20,11 +20,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from string import Template
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -309,9 +310,8 @@ def stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait()
 
 
-def wait_until(condition: object, what: str, within: float = READY_WITHIN) -> None:
-    """Poll `condition` (a callable returning a truth value) until it holds; a bounded wait."""
-    assert callable(condition)
+def wait_until(condition: Callable[[], object], what: str, within: float = READY_WITHIN) -> None:
+    """Poll `condition` until it returns something true; a bounded wait, not a measurement."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         try:
@@ -377,59 +377,50 @@ def model_names(count: int) -> list[str]:
     return [f"model-{index:02d}" for index in range(count)]
 
 
-# (name, PromQL with {m} the model and {w} the range, above?, threshold): none of these breach on
-# the exporter's data (p99 ~0.45 s, 1% errors, 3% bad feedback, accuracy ~0.95, 40+ req/s).
-_TEMPLATES = (
-    (
-        "p{q}-latency",
-        'histogram_quantile(0.{q}, sum by (le) (rate(request_seconds_bucket{{model="{m}"}}[{w}])))',
-        True,
-        2.0,
-    ),
-    (
-        "error-rate",
-        'sum(rate(requests_total{{model="{m}",code="500"}}[{w}])) '
-        '/ sum(rate(requests_total{{model="{m}"}}[{w}]))',
-        True,
-        0.05,
-    ),
+# Per rule kind: name, PromQL ($m: model, $w: range, $q: quantile digits), above?, threshold.
+# None of these breach on the exporter's data (p99 ~0.45 s, 1% errors, 3% bad feedback, accuracy
+# ~0.95, 40+ requests/s).
+_QUANTILE = 'histogram_quantile(0.$q, sum by (le) (rate(request_seconds_bucket{model="$m"}[$w])))'
+_ERRORS = 'sum(rate(requests_total{model="$m",code="500"}[$w])) / sum(rate(requests_total{model="$m"}[$w]))'
+_TEMPLATES: tuple[tuple[str, str, bool, float], ...] = (
+    ("p$q-latency", _QUANTILE, True, 2.0),
+    ("error-rate", _ERRORS, True, 0.05),
     (
         "bad-feedback",
-        'sum(rate(feedback_total{{model="{m}",verdict="bad"}}[{w}])) '
-        '/ sum(rate(feedback_total{{model="{m}"}}[{w}]))',
+        'sum(rate(feedback_total{model="$m",verdict="bad"}[$w])) / sum(rate(feedback_total{model="$m"}[$w]))',
         True,
         0.2,
     ),
     (
         "mean-latency",
-        'sum(rate(request_seconds_sum{{model="{m}"}}[{w}])) '
-        '/ sum(rate(request_seconds_count{{model="{m}"}}[{w}]))',
+        'sum(rate(request_seconds_sum{model="$m"}[$w])) / sum(rate(request_seconds_count{model="$m"}[$w]))',
         True,
         1.0,
     ),
-    ("accuracy", 'avg_over_time(model_accuracy{{model="{m}"}}[{w}])', False, 0.8),
-    ("traffic", 'sum(rate(requests_total{{model="{m}"}}[{w}]))', False, 1.0),
+    ("accuracy", 'avg_over_time(model_accuracy{model="$m"}[$w])', False, 0.8),
+    ("traffic", 'sum(rate(requests_total{model="$m"}[$w]))', False, 1.0),
 )
 _RANGES = ("1m", "5m", "10m")
 _QUANTILES = ("5", "9", "95", "99")
 
 
 def rule_specs(models: int, per_model: int) -> list[RuleSpec]:
-    """`per_model` rules for each model; the last two of each model breach (one at once, one after
-    `for: 1m`), so incidents open as they would in production (action notify: no rollback)."""
+    """`per_model` rules for each model. With 10 or more, the last two of each model breach (one
+    at once, one after `for: 1m`), so incidents open as in production (action notify: no rollback)."""
     rules = []
     for model in model_names(models):
         for index in range(per_model):
             name, text, above, threshold = _TEMPLATES[index % len(_TEMPLATES)]
-            rng = _RANGES[(index // len(_TEMPLATES)) % len(_RANGES)]
-            q = _QUANTILES[(index // len(_TEMPLATES)) % len(_QUANTILES)]
+            variant = index // len(_TEMPLATES)
+            values = {"m": model, "w": _RANGES[variant % len(_RANGES)], "q": _QUANTILES[variant % 4]}
             for_ = "0s"
-            if per_model >= 10 and index == per_model - 2:
-                text, above, threshold = _TEMPLATES[0][1], True, 0.01
-            elif per_model >= 10 and index == per_model - 1:
-                text, above, threshold, for_ = _TEMPLATES[1][1], True, 0.001, "1m"
-            query = text.format(m=model, w=rng, q=q)
-            rules.append(RuleSpec(model, f"{name.format(q=q)}-{index:02d}", query, above, threshold, for_))
+            if per_model >= 10 and index >= per_model - 2:
+                breach_at_once = index == per_model - 2
+                text, threshold = (_QUANTILE, 0.01) if breach_at_once else (_ERRORS, 0.001)
+                above, for_ = True, "0s" if breach_at_once else "1m"
+            query = Template(text).substitute(values)
+            rule_name = f"{Template(name).substitute(values)}-{index:02d}"
+            rules.append(RuleSpec(model, rule_name, query, above, threshold, for_))
     return rules
 
 

@@ -29,6 +29,7 @@ class Observations:
     incident_id: int | None = None
     incident_rule: str | None = None
     incident_opened_at: datetime | None = None
+    incident_rolled_back: bool = False  # the followed incident is the one whose rollback happened
     rolled_back_at: datetime | None = None
     rolled_back_to: str | None = None
     verified_at: datetime | None = None
@@ -128,9 +129,15 @@ class Monitor:
         else:
             self.console.say(f"incident #{number}: {previous} → {status}", stamp=True)
         seen = self.observations
-        if seen.incident_id is None and incident.get("model") == self.registry.model:
+        rollback = incident.get("rollback")
+        rolled_back = isinstance(rollback, dict) and rollback.get("status") is not None
+        # Several rules may fire on one bad release; the story to follow is the one that rolled back.
+        follow = seen.incident_id is None or (rolled_back and not seen.incident_rolled_back)
+        if follow and incident.get("model") == self.registry.model:
             seen.incident_id, seen.incident_rule = number, str(incident.get("rule"))
-            seen.incident_opened_at = _parse_time(incident.get("opened_at")) or datetime.now(UTC)
+            seen.incident_rolled_back = rolled_back
+            opened = _parse_time(incident.get("opened_at")) or datetime.now(UTC)
+            seen.incident_opened_at = min(seen.incident_opened_at or opened, opened)
         if number == seen.incident_id and status == "mitigated" and seen.verified_at is None:
             seen.verified_at = datetime.now(UTC)
         if number == seen.incident_id and status == "escalated" and seen.escalated_at is None:

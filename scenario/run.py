@@ -74,6 +74,7 @@ class Options:
     rate_per_s: float
     run_dir: Path
     verify_after: timedelta | None  # None: long enough for the rules' windows
+    press_undo: bool = False  # after the summary, press `Undo rollback` with a signed request
 
 
 class ScenarioFailure(Exception):
@@ -97,12 +98,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         type=float,
         help="seconds (default: the longest window of a rollback rule + 1 interval)",
     )
+    parser.add_argument(
+        "--press-undo",
+        action="store_true",
+        help="after the summary, press `Undo rollback` (a signed request) and wait for the alias to go back",
+    )
     args = parser.parse_args(argv)
     verify_after = timedelta(seconds=args.verify_after) if args.verify_after is not None else None
     return Options(
         keep_running=args.keep_running, bad_after_s=args.bad_after, timeout_s=args.timeout,
         rule_file=args.rules.resolve(), rate_per_s=args.rate, run_dir=args.run_dir.resolve(),
-        verify_after=verify_after,
+        verify_after=verify_after, press_undo=args.press_undo,
     )  # fmt: skip
 
 
@@ -157,9 +163,28 @@ class Scenario:
         daemon = self._start_daemon(config, slack, copied.analytics_db)
         monitor = self._watch(daemon, registry)
         code = print_summary(self.console, monitor.observations, timings, verify_after=verify_after)
+        if code == 0 and self.options.press_undo:
+            code = self._press_undo(monitor.observations.incident_id, registry)
         if self.options.keep_running:
             self._keep_running(daemon, monitor, config)
         return code
+
+    def _press_undo(self, incident: int | None, registry: Registry) -> int:
+        """Press `Undo rollback` as a Slack approver would: the alias must go back to the bad version."""
+        from scenario.press import PressFailure, load_settings, send, signed_press
+        from scenario.registry import champion_version
+
+        settings = load_settings(self.run_dir, os.environ)
+        if incident is None or isinstance(settings, PressFailure):
+            self.console.say("undo: nothing to press (no incident, or real Slack: press it there)")
+            return 1
+        status, answer = send(signed_press(settings, incident, "undo", at=time.time()))
+        self.console.say(f"pressed `Undo rollback` on incident #{incident}: HTTP {status} {answer.strip()}")
+        back = wait_until(lambda: champion_version(registry) == BAD_VERSION, timeout_s=60)
+        self.console.say(
+            f"undo: alias is back on {BAD_VERSION}" if back else "undo: the alias did not go back in 60 s"
+        )
+        return 0 if status == 200 and back else 1
 
     def _show_rules(self, timings: list[RuleTiming], verify_after: timedelta) -> None:
         self.console.say(f"rules ({self.options.rule_file.name}):")

@@ -97,12 +97,11 @@ def _incident(at: timedelta, expected: IncidentExpectation, timeline: Timeline) 
     wrong = {key: value for key, value in expected.labels.items() if labels.get(key) != value}
     if wrong:
         messages.append(
-            f"{rule_id} firing with labels {_labels_text(labels)}, expected {_labels_text(wrong)}"
+            f"expected {rule_id} firing with labels {_labels_text(wrong)}, got {_labels_text(labels)}"
         )
-    if expected.value is not None:
-        problem = value_problem(expected.value, evaluation.transition.value)
-        if problem is not None:
-            messages.append(f"{rule_id} firing {problem} ({_outcome_text(evaluation, timeline)})")
+    if expected.value is not None and not value_matches(expected.value, evaluation.transition.value):
+        got = describe(evaluation, timeline, at)
+        messages.append(f"expected {rule_id} firing with value {_expected_text(expected.value)}, got {got}")
     return messages
 
 
@@ -118,10 +117,8 @@ def _state(expected: StateExpectation, timeline: Timeline) -> list[str]:
     outcome = evaluation.transition.outcome
     if expected.outcome is not None and outcome is not expected.outcome:
         messages.append(f"expected {rule_id} to evaluate {expected.outcome}, got {outcome}: {got}")
-    if expected.value is not None:
-        problem = value_problem(expected.value, evaluation.transition.value)
-        if problem is not None:
-            messages.append(f"{rule_id} {problem}: {got}")
+    if expected.value is not None and not value_matches(expected.value, evaluation.transition.value):
+        messages.append(f"expected {rule_id} with value {_expected_text(expected.value)}, got {got}")
     return messages
 
 
@@ -129,21 +126,23 @@ def _firing(evaluation: Evaluation) -> bool:
     return evaluation.transition.current.state is RuleState.FIRING
 
 
-def value_problem(expected: ExpectedValue, got: float | None) -> str | None:
-    """Why `got` is not the value expected, or None when it is."""
+def value_matches(expected: ExpectedValue, got: float | None) -> bool:
+    """`got` is the number expected (to a relative 1e-9, floats being floats) or within the range."""
     if got is None:
-        return f"with no value, expected {_expected_text(expected)}"
+        return False
     if isinstance(expected, ValueRange):
         above = expected.above is None or got > expected.above
         below = expected.below is None or got < expected.below
-        return None if above and below else f"with value {got:g}, expected {expected}"
-    if math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12):
-        return None
-    return f"with value {got!r}, expected {expected!r}"
+        return above and below
+    return math.isclose(got, expected, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _expected_text(expected: ExpectedValue) -> str:
-    return str(expected) if isinstance(expected, ValueRange) else f"{expected:g}"
+    return str(expected) if isinstance(expected, ValueRange) else _number(expected)
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
 
 
 def describe(evaluation: Evaluation | None, timeline: Timeline, at: timedelta) -> str:
@@ -169,7 +168,7 @@ def _outcome_text(evaluation: Evaluation, timeline: Timeline) -> str:
         return f"error: {measurement.message}"
     if transition.value is not None:
         threshold = timeline.rule.threshold
-        return f"value {transition.value:g} {_relation(transition.value, threshold)} {threshold:g}"
+        return f"value {_number(transition.value)} {_relation(transition.value, threshold)} {threshold:g}"
     if isinstance(measurement, NoData):
         return f"no data: {measurement.reason}"
     if isinstance(measurement, Value):

@@ -113,10 +113,12 @@ class CaseSpec(FrozenModel):
 
 
 class RuleTestFileSpec(FrozenModel):
-    rule_files: Annotated[tuple[StrictStr, ...], BeforeValidator(_one_or_many), Field(min_length=1)]
+    # Emptiness is checked after validation: pydantic would call a list whose every item is bad
+    # "empty" too.
+    rule_files: Annotated[tuple[StrictStr, ...], BeforeValidator(_one_or_many)]
     config: StrictStr | None = None
     evaluation_interval: PositiveDuration | None = None
-    tests: tuple[CaseSpec, ...] = Field(min_length=1)
+    tests: tuple[CaseSpec, ...]
 
 
 # What a checked test file is made of. Times are offsets from the start of the test.
@@ -170,7 +172,7 @@ class RuleTestCase:
         lengths = [len(one.points) for one in self.series]
         lengths += [len(one.values) for one in self.inputs.values()]
         last_point = self.interval * (max(lengths, default=1) - 1)
-        ats = [expected.at for expected in (*self.incidents, *self.states)]
+        ats = [expected.at for expected in self.incidents] + [expected.at for expected in self.states]
         return max([last_point, *ats])
 
 

@@ -11,6 +11,7 @@ import glob
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,10 @@ def load_test_file(
     except ValidationError as error:
         findings = [*doc.findings, *without_repeats(doc, validation_findings(error, doc, RuleTestFileSpec))]
         return RuleTestFileResult(None, sorted_findings(findings))
-    checker = _Checker(doc)
+    checker = _Checker(doc, spec.evaluation_interval)
+    for key in ("rule_files", "tests"):
+        if not getattr(spec, key):
+            checker.at((key,), f"{key}: give at least one")
     rule_paths = checker.rule_paths(spec)
     config = checker.config(spec, rule_paths, default_config, environment)
     rules = checker.rules(rule_paths, config, environment) if config is not None else None
@@ -74,18 +78,15 @@ def load_test_file(
     findings = [*doc.findings, *checker.findings]
     if findings or config is None or rules is None:
         return RuleTestFileResult(None, sorted_findings(findings))
-    test_file = RuleTestFile(path, config, rules, spec.evaluation_interval, tuple(cases))
-    checker.check_lengths(test_file)
-    if checker.findings:
-        return RuleTestFileResult(None, sorted_findings(checker.findings))
-    return RuleTestFileResult(test_file)
+    return RuleTestFileResult(RuleTestFile(path, config, rules, spec.evaluation_interval, tuple(cases)))
 
 
 class _Checker:
     """Collects the findings of one test file while turning its parts into checked values."""
 
-    def __init__(self, doc: YamlDocument) -> None:
+    def __init__(self, doc: YamlDocument, evaluation_interval: timedelta | None) -> None:
         self.doc = doc
+        self.evaluation_interval = evaluation_interval
         self.findings: list[Finding] = []
 
     def at(self, path: TreePath, message: str, *, on_key: bool = False) -> None:
@@ -170,7 +171,10 @@ class _Checker:
             self._state((*path, "expected_states", number), expected, rules, inputs)
             for number, expected in enumerate(spec.expected_states)
         )
-        return RuleTestCase(spec.name, spec.interval, self._series(path, spec), inputs, incidents, states)
+        case = RuleTestCase(spec.name, spec.interval, self._series(path, spec), inputs, incidents, states)
+        if rules is not None:
+            self._length(path, case, rules)
+        return case
 
     def _series(self, path: TreePath, spec: CaseSpec) -> tuple[InputSeries, ...]:
         found: dict[SeriesId, int] = {}
@@ -254,25 +258,22 @@ class _Checker:
             kind = "sql" if rule.sql is not None else "drift"
             self.at(where, f"rule '{rule_id}' is a {kind} rule: give its values in this test's input_values")
 
-    def check_lengths(self, test_file: RuleTestFile) -> None:
-        for index, case in enumerate(test_file.cases):
-            for rule in evaluated_rules(test_file, case):
-                interval = test_file.interval_of(rule)
-                if case.end / interval + 1 > MAX_EVALUATIONS:
-                    message = (
-                        f'test "{case.name}" would evaluate {rule.id} more than {MAX_EVALUATIONS} times '
-                        f"(every {format_duration(interval)} up to {format_duration(case.end)}): "
-                        "shorten it or set evaluation_interval"
-                    )
-                    self.at(("tests", index), message)
-                    break
+    def _length(self, path: TreePath, case: RuleTestCase, rules: Mapping[str, Rule]) -> None:
+        for rule in evaluated_rules(rules, case):
+            interval = self.evaluation_interval or rule.interval
+            if case.end / interval + 1 > MAX_EVALUATIONS:
+                message = (
+                    f'test "{case.name}" would evaluate {rule.id} more than {MAX_EVALUATIONS} times '
+                    f"(every {format_duration(interval)} up to {format_duration(case.end)}): "
+                    "shorten it or set evaluation_interval"
+                )
+                self.at(path, message)
+                return
 
 
-def evaluated_rules(test_file: RuleTestFile, case: RuleTestCase) -> list[Rule]:
+def evaluated_rules(rules: Mapping[str, Rule], case: RuleTestCase) -> list[Rule]:
     """The rules a test steps: every Prometheus rule, and those given input_values."""
-    return [
-        rule for rule in test_file.rules.values() if rule.prometheus is not None or rule.id in case.inputs
-    ]
+    return [rule for rule in rules.values() if rule.prometheus is not None or rule.id in case.inputs]
 
 
 def _unknown_rule(rule_id: str, rules: Mapping[str, Rule]) -> str:
@@ -296,7 +297,7 @@ def _built_in_config(test_path: Path, rule_paths: Sequence[Path], env: Mapping[s
 
 
 def _named_targets(rule_paths: Sequence[Path], env: Mapping[str, str]) -> list[str]:
-    names: list[str] = []
+    names: list[Any] = []  # as written; only strings are names
     for path in rule_paths:
         doc = load_mapping_document(path, env)
         if isinstance(doc, YamlFailure):

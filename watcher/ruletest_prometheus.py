@@ -98,7 +98,9 @@ def _backfill(promtool: Path, source: Path, openmetrics: str, data_dir: Path) ->
     return PrometheusUnavailable(f"promtool refused the input series: {_tail(result.stderr)}")
 
 
-def _start(prometheus: Path, config: Path, data_dir: Path, log_path: Path) -> LocalPrometheus | PrometheusUnavailable:
+def _start(
+    prometheus: Path, config: Path, data_dir: Path, log_path: Path
+) -> LocalPrometheus | PrometheusUnavailable:
     port = _free_port()
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -12,4 +12,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "watcher.commands.incidents",
     "watcher.commands.operate",
     "watcher.commands.drill",
+    "watcher.commands.ruletest",
 )
