@@ -105,14 +105,6 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     return sum(value for (n, pairs), value in samples.items() if n == name and wanted <= set(pairs))
 
 
-def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
-    return {
-        dict(pairs)[label]: value
-        for (n, pairs), value in samples.items()
-        if n == name and label in dict(pairs)
-    }
-
-
 # --- a synthetic exporter ---------------------------------------------------------------------------
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # Share of requests at or under each bucket: a p50 near 40 ms and a p99 near 0.4 s.
@@ -433,7 +425,7 @@ def _by_model(rules: Sequence[RuleSpec]) -> dict[str, list[RuleSpec]]:
 
 def write_watcher_setup(directory: Path, rules: Sequence[RuleSpec], prometheus_url: str) -> tuple[Path, int]:
     """watcher.yaml (SQLite in `directory`) and one rule file per model; the config and its port."""
-    (directory / "rules").mkdir(parents=True)
+    (directory / "rules").mkdir(parents=True, exist_ok=True)
     for model, specs in _by_model(rules).items():
         lines = [f"model: {model}", "rules:"]
         for rule in specs:

@@ -115,6 +115,17 @@ class RemediationAdapter(Protocol):
         ...
 
 
+def failed_outcome(failure: AdapterFailure, record: dict[str, str] | None = None) -> RollbackOutcome:
+    """A failed rollback carrying its failure, for the adapters' many early returns."""
+    return RollbackOutcome(RollbackResult.FAILED, failure.message, failure, dict(record or {}))
+
+
+def numeric_predecessor(live: str, versions: Sequence[VersionInfo]) -> str | None:
+    """The highest numbered version below `live` (registry versions, deployment revisions)."""
+    older = [int(info.version) for info in versions if int(info.version) < int(live)]
+    return str(max(older)) if older else None
+
+
 class AdapterFactory(Protocol):
     """What an entry point of group ``watcher.remediations`` loads."""
 

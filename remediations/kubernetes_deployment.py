@@ -38,6 +38,8 @@ from remediations.base import (
     RollbackResult,
     VerifyOutcome,
     VersionInfo,
+    failed_outcome,
+    numeric_predecessor,
 )
 from remediations.templating import Scrubber
 from watcher.durations import PositiveDuration, format_duration
@@ -236,8 +238,7 @@ class KubernetesDeploymentAdapter:
         versions = self.history()
         if isinstance(versions, AdapterFailure):
             return versions
-        older = [int(info.version) for info in versions if int(info.version) < int(live.version)]
-        return str(max(older)) if older else None
+        return numeric_predecessor(live.version, versions)
 
     def preflight(self, to_version: str) -> PreflightReport:
         deployment = self._read()
@@ -257,10 +258,10 @@ class KubernetesDeploymentAdapter:
     def rollback(self, *, intent_key: str, from_version: str, to_version: str) -> RollbackOutcome:
         deployment = self._read()
         if isinstance(deployment, AdapterFailure):
-            return _failed(deployment, {})
+            return failed_outcome(deployment, {})
         replica_sets = self._replica_sets(deployment)
         if isinstance(replica_sets, AdapterFailure):
-            return _failed(replica_sets, {})
+            return failed_outcome(replica_sets, {})
         live = _revision(deployment)
         record = {
             "deployment": f"{self._settings.namespace}/{self._settings.deployment}",
@@ -274,7 +275,7 @@ class KubernetesDeploymentAdapter:
             return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
         if target is None:
             failure = AdapterFailure(f"revision {to_version} not found among the replica sets", False)
-            return _failed(failure, record)
+            return failed_outcome(failure, record)
         return self._patch(intent_key, from_version, to_version, target, record)
 
     def verify(self, version: str) -> VerifyOutcome:
@@ -327,7 +328,7 @@ class KubernetesDeploymentAdapter:
         if isinstance(patched, _ApiFailure) and patched.status == 422:
             return self._explain_refusal(patched, from_version, record)
         if isinstance(patched, AdapterFailure):
-            return _failed(patched, record)
+            return failed_outcome(patched, record)
         return self._finish(RollbackResult.DONE, record)
 
     def _done_for(self, intent_key: str, deployment: Any, target: Any | None) -> bool:
@@ -343,12 +344,12 @@ class KubernetesDeploymentAdapter:
         """422: either our test operation failed (the revision moved) or the patch is invalid."""
         deployment = self._read()
         if isinstance(deployment, AdapterFailure):
-            return _failed(deployment, record)
+            return failed_outcome(deployment, record)
         live = _revision(deployment)
         if live != from_version:
             detail = f"revision changed to {live} while rolling back from {from_version}: refused"
             return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
-        return _failed(AdapterFailure(refusal.message, retryable=False), record)
+        return failed_outcome(AdapterFailure(refusal.message, retryable=False), record)
 
     def _finish(self, result: RollbackResult, record: dict[str, str]) -> RollbackOutcome:
         """Wait for the rollout, then report `result`, or a permanent failure if it never completes."""
@@ -356,7 +357,7 @@ class KubernetesDeploymentAdapter:
         while True:
             deployment = self._read()
             if isinstance(deployment, AdapterFailure):
-                return _failed(deployment, record)
+                return failed_outcome(deployment, record)
             complete, summary = _rollout_state(deployment)
             record.update(revision_after=_revision(deployment), image=self._image(deployment.spec.template))
             record["rollout"] = summary
@@ -368,7 +369,7 @@ class KubernetesDeploymentAdapter:
             if remaining <= 0:
                 timeout = format_duration(self._settings.rollout_timeout)
                 message = f"rollout not available after {timeout}: {summary} (the new template stays applied)"
-                return _failed(AdapterFailure(message, retryable=False), record)
+                return failed_outcome(AdapterFailure(message, retryable=False), record)
             time.sleep(min(self._settings.poll_interval.total_seconds(), remaining))
 
     def _patch_denied(self) -> str | None:
@@ -422,10 +423,6 @@ def _status_message(error: Any) -> str:
         return str(json.loads(error.body).get("message", ""))[:300]
     except (TypeError, ValueError, AttributeError):
         return str(error.body or "")[:300]
-
-
-def _failed(failure: AdapterFailure, record: dict[str, str]) -> RollbackOutcome:
-    return RollbackOutcome(RollbackResult.FAILED, failure.message, failure, dict(record))
 
 
 class KubernetesDeploymentFactory:

@@ -33,6 +33,8 @@ from remediations.base import (
     RollbackResult,
     VerifyOutcome,
     VersionInfo,
+    failed_outcome,
+    numeric_predecessor,
 )
 from remediations.templating import Scrubber, uri_secrets
 
@@ -173,8 +175,7 @@ class MlflowAliasAdapter:
         versions = self.history()
         if isinstance(versions, AdapterFailure):
             return versions
-        older = [int(info.version) for info in versions if int(info.version) < int(live.version)]
-        return str(max(older)) if older else None
+        return numeric_predecessor(live.version, versions)
 
     def preflight(self, to_version: str) -> PreflightReport:
         registered = self._registered()
@@ -193,7 +194,7 @@ class MlflowAliasAdapter:
     def rollback(self, *, intent_key: str, from_version: str, to_version: str) -> RollbackOutcome:
         registered = self._registered()
         if isinstance(registered, AdapterFailure):
-            return _failed(registered)
+            return failed_outcome(registered)
         live = registered.aliases.get(self._settings.alias)
         record = {"model": self._settings.model, "alias": self._settings.alias, "live_before": str(live)}
         if live == to_version and registered.last_intent == intent_key:
@@ -224,7 +225,7 @@ class MlflowAliasAdapter:
         name, alias = self._settings.model, self._settings.alias
         missing = self._version_failure(to_version)
         if missing is not None:
-            return _failed(missing, record)
+            return failed_outcome(missing, record)
         # The tag is written first: a crash before the alias moves leaves the alias at from_version,
         # so a retry simply moves it; a crash after leaves both written. Reconciliation treats an
         # alias already at to_version as done, and a replay then finds tag and alias in agreement.
@@ -232,13 +233,13 @@ class MlflowAliasAdapter:
             "recording the intent", lambda c: c.set_registered_model_tag(name, INTENT_TAG, intent_key)
         )
         if isinstance(tagged, AdapterFailure):
-            return _failed(tagged, record)
+            return failed_outcome(tagged, record)
         moved = self._call(
             f"pointing alias {alias!r} at version {to_version}",
             lambda c: c.set_registered_model_alias(name, alias, to_version),
         )
         if isinstance(moved, AdapterFailure):
-            return _failed(moved, record)
+            return failed_outcome(moved, record)
         record["live_after"] = to_version
         return RollbackOutcome(
             RollbackResult.DONE, f"alias {alias!r} now points at {to_version}", None, record
@@ -279,10 +280,6 @@ def _version_info(version: Any) -> VersionInfo:
     if getattr(version, "description", None):
         parts.append(str(version.description))
     return VersionInfo(str(version.version), created_at, "; ".join(part for part in parts if part))
-
-
-def _failed(failure: AdapterFailure, record: dict[str, str] | None = None) -> RollbackOutcome:
-    return RollbackOutcome(RollbackResult.FAILED, failure.message, failure, dict(record or {}))
 
 
 class MlflowAliasFactory:

@@ -54,6 +54,7 @@ from remediations.base import (
     RollbackResult,
     VerifyOutcome,
     VersionInfo,
+    failed_outcome,
 )
 from remediations.templating import Scrubber, check_templates, looks_secret, render_arguments
 from watcher.durations import PositiveDuration, format_duration
@@ -236,7 +237,7 @@ class WebhookAdapter:
         if self._settings.live_url is not None:
             live = self.live_version()
             if isinstance(live, AdapterFailure):
-                return _failed(live, record)
+                return failed_outcome(live, record)
             record["live_before"] = live.version
             if live.version not in (from_version, to_version):
                 detail = f"live version is {live.version}, not {from_version}: refused"
@@ -260,10 +261,10 @@ class WebhookAdapter:
         }
         url = self._render(self._settings.url, variables)
         if isinstance(url, AdapterFailure):
-            return _failed(url, record)
+            return failed_outcome(url, record)
         answer = self._request("POST", url, body, {"Idempotency-Key": intent_key})
         if isinstance(answer, AdapterFailure):
-            return _failed(answer, record)
+            return failed_outcome(answer, record)
         record["http_status"] = str(answer.status)
         outcome = self._conclude(url, answer, variables, record)
         if answer.replayed and outcome.result is RollbackResult.DONE:
@@ -289,12 +290,12 @@ class WebhookAdapter:
             detail = "the receiver refused: version changed" + (f" (live: {live})" if live else "")
             return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
         if not 200 <= answer.status < 300:
-            return _failed(self._refusal("POST", url, answer), record)
+            return failed_outcome(self._refusal("POST", url, answer), record)
         status = str(answer.body.get("status", "")).lower()
         if status in _FINAL:
             return RollbackOutcome(_FINAL[status], f"the receiver answered {status}", None, record)
         if status == "failed":
-            return _failed(
+            return failed_outcome(
                 AdapterFailure(self._scrub(f"the receiver failed: {answer.body}")[:500], False), record
             )
         if self._settings.status_url is None:
@@ -303,7 +304,7 @@ class WebhookAdapter:
             )
         status_url = self._render(self._settings.status_url, variables)
         if isinstance(status_url, AdapterFailure):
-            return _failed(status_url, record)
+            return failed_outcome(status_url, record)
         return self._poll(status_url, record)
 
     def _poll(self, url: str, record: dict[str, str]) -> RollbackOutcome:
@@ -326,10 +327,10 @@ class WebhookAdapter:
                 return RollbackOutcome(_FINAL[status], f"the receiver reports {status}", None, record)
             if 200 <= answer.status < 300 and status == "failed":
                 detail = self._scrub(str(answer.body.get("detail", "")))[:300]
-                return _failed(AdapterFailure(f"the receiver reports failed: {detail}", False), record)
+                return failed_outcome(AdapterFailure(f"the receiver reports failed: {detail}", False), record)
         # The request was accepted; re-sending it under the same Idempotency-Key is safe.
         message = f"no final status from {url} within {format_duration(self._settings.poll_timeout)}: {last}"
-        return _failed(AdapterFailure(self._scrub(message), retryable=True), record)
+        return failed_outcome(AdapterFailure(self._scrub(message), retryable=True), record)
 
 
 def _json_object(response: requests.Response) -> dict[str, Any]:
@@ -346,10 +347,6 @@ def _replayed(response: requests.Response) -> bool:
 
 def _says_version_changed(body: Mapping[str, Any]) -> bool:
     return "version_changed" in (str(body.get("error", "")).lower(), str(body.get("status", "")).lower())
-
-
-def _failed(failure: AdapterFailure, record: dict[str, str]) -> RollbackOutcome:
-    return RollbackOutcome(RollbackResult.FAILED, failure.message, failure, dict(record))
 
 
 class WebhookFactory:

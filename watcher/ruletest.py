@@ -64,6 +64,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
+from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 from watcher.config import WatcherConfig
 from watcher.durations import format_duration, parse_duration
 from watcher.evaluation import RulePolicy, RuleStatus, step
@@ -84,8 +85,6 @@ LOOKBACK = timedelta(minutes=5)  # Prometheus' default query.lookback-delta
 _DAY = timedelta(days=1)
 _RANGE = re.compile(r"\[\s*([0-9a-zA-Z]+)\s*(?::\s*([0-9a-zA-Z]*)\s*)?\]")
 _OFFSET = re.compile(r"\boffset\s+-?\s*([0-9a-zA-Z]+)")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -275,7 +274,7 @@ def run_test_files(
     print(summary, file=out)
     if unreadable:
         return EXIT_USAGE
-    return EXIT_FAILED if failed or findings else EXIT_OK
+    return EXIT_FINDINGS if failed or findings else EXIT_OK
 
 
 def _report(path: Path, test_file: RuleTestFile, result: FileResult, out: TextIO) -> int:

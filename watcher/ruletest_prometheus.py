@@ -116,14 +116,27 @@ def _start(
             start_new_session=True,  # a Ctrl-C of the test run is handled here, not by Prometheus
         )
     server = LocalPrometheus(process, port)
+    try:
+        ready = _wait_ready(server, process, log_path)
+    except BaseException:
+        server.stop()  # interrupted while waiting: Prometheus, in its own session, would outlive us
+        raise
+    if ready is not None:
+        server.stop()
+        return ready
+    return server
+
+
+def _wait_ready(
+    server: LocalPrometheus, process: subprocess.Popen[bytes], log_path: Path
+) -> PrometheusUnavailable | None:
     deadline = time.monotonic() + _READY_WITHIN
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return PrometheusUnavailable(f"Prometheus exited at start: {_tail(_read(log_path))}")
         if _ready(server.url):
-            return server
+            return None
         time.sleep(0.1)
-    server.stop()
     return PrometheusUnavailable(f"Prometheus was not ready within {_READY_WITHIN:.0f}s")
 
 
