@@ -258,6 +258,7 @@ def _walk(directory: Path) -> list[Path]:
         for path in directory.rglob("*")
         if path.suffix in RULE_FILE_SUFFIXES
         and path.is_file()
+        and not path.stem.endswith(".test")  # `watcher test` files may live beside the rules
         and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
 
@@ -443,6 +444,10 @@ def _rule_findings(
     if isinstance(interval, timedelta) and timedelta(0) < interval <= timeout:
         message = f"every: must be longer than evaluation.timeout ({format_duration(timeout)})"
         findings.append(at("every", message))
+    if raw.get("prometheus") is not None and isinstance(raw.get("min_samples"), int | float):
+        # A PromQL value carries no sample count: the count must come from a query of its own.
+        message = "min_samples: a prometheus rule counts samples with {prometheus: QUERY, at_least: N}"
+        findings.append(at("min_samples", message))
     if raw.get("prometheus") is not None and config.prometheus is None:
         findings.append(at("prometheus", "prometheus: watcher.yaml has no prometheus section", on_key=True))
     if isinstance(raw.get("summary"), str):
