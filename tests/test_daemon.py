@@ -243,3 +243,58 @@ def test_ticks_measure_at_their_scheduled_slot() -> None:
     assert scheduled_time(anchor, step, late) == late
     early = anchor - timedelta(seconds=1)  # a clock that went back
     assert scheduled_time(anchor, step, early) == early
+
+
+def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, registry_template: Path) -> None:
+    import socket as sock
+
+    url = f"sqlite:///{tmp_path / 'watcher.db'}"
+    ws = _workspace(tmp_path, registry_template, url)
+    address = str(tmp_path / "notify.sock")
+    receiver = sock.socket(sock.AF_UNIX, sock.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(30)
+    daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log",
+                           env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"})
+    try:
+        seen: list[str] = []
+        while "WATCHDOG=1" not in seen:
+            seen.append(receiver.recv(256).decode())
+        assert seen[0] == "READY=1"  # ready before the first watchdog ping
+        assert daemon.terminate() == 0
+        receiver.settimeout(5)
+        while (message := receiver.recv(256).decode()) != "STOPPING=1":
+            assert message == "WATCHDOG=1"
+    finally:
+        receiver.close()
+        if daemon.alive():
+            daemon.kill9()
+
+
+def test_reload_keeps_state_unless_query_or_threshold_changed(tmp_path: Path, registry_template: Path) -> None:
+    from watcher.engine import Engine
+    from watcher.ruleset import RuleBook
+    from watcher.targets import TargetRegistry
+
+    url = f"sqlite:///{tmp_path / 'watcher.db'}"
+    ws = _workspace(tmp_path, registry_template, url)
+    config = ws.config()
+    db = Db(url)
+    migrate.upgrade(db.engine)
+    engine = Engine(db.store, TargetRegistry(config.targets, config.base_dir), config.safety)
+    book = RuleBook(config)
+    rules = book.load().runtime
+    ws.set_value(0.2)
+    engine.tick(rules[RULE], datetime.now(UTC))
+    assert engine.status(RULE).state is RuleState.PENDING
+    try:
+        for change, kept in (("severity: critical", True), ("above: 0.05", False)):
+            text = FAST_RULES.replace(change, {"severity: critical": "severity: warning",
+                                               "above: 0.05": "above: 0.07"}[change])
+            ws.write_rules(text)
+            previous = book.current.runtime
+            engine.carry_states(book.load().runtime, previous)
+            assert (engine.status(RULE).state is RuleState.PENDING) is kept, change
+            engine.tick(book.current.runtime[RULE], datetime.now(UTC))
+    finally:
+        db.close()

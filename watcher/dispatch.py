@@ -193,11 +193,15 @@ class RollbackDispatcher:
                     incident_id,
                     now,
                     undone_by=intent.requested_by,
-                    status=IncidentStatus.OPEN,
                     verify_due_at=None,
                     decision_reason="undone",
                     decision_detail=f"rollback undone by {intent.requested_by}",
                 )
+                # Still open: back to plain open (no verdict to wait for). A resolved incident keeps
+                # its status; if the version is bad again, its rule opens a new episode.
+                record = tx.incident(incident_id)
+                if record is not None and record.resolved_at is None:
+                    tx.update_incident(incident_id, now, status=IncidentStatus.OPEN)
                 who = intent.requested_by
                 return f"Rollback undone by {who}: {intent.target} is back on {intent.to_version}."
             return f"Undo of the rollback {status.value}: {detail}"

@@ -55,6 +55,11 @@ def _drift_columns(evidence: dict[str, Any]) -> tuple[DriftColumn, ...]:
     return tuple(found)
 
 
+def _slack_user(actor: str | None) -> str | None:
+    """Actors are stored as `slack:U…`; the message mentions the bare user id."""
+    return actor.removeprefix("slack:") if actor else actor
+
+
 def build_facts(
     incident: IncidentRecord,
     timeline: Sequence[AuditEvent],
@@ -96,6 +101,6 @@ def build_facts(
         resolved_at=incident.resolved_at,
         acknowledged_by=incident.acknowledged_by,
         silenced_until=incident.silenced_until,
-        undone_by=incident.undone_by,
+        undone_by=_slack_user(incident.undone_by),
         timeline=tuple(_entry(event) for event in timeline),
     )
