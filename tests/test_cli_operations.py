@@ -32,8 +32,9 @@ def ws(tmp_path: Path, registry_template: Path) -> Workspace:
 
 
 def watcher(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(WATCHER), *args, "--config", str(ws.config_path)], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [str(WATCHER), *args, "--config", str(ws.config_path)], capture_output=True, text=True, timeout=120
+    )
 
 
 def _audit_kinds(ws: Workspace) -> list[str]:
@@ -50,7 +51,9 @@ def test_eval_prints_value_and_acts_on_nothing(ws: Workspace, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "value: 0.2"
-    assert "outcome: breach" in lines and any(line.startswith("transition: inactive -> firing") for line in lines)
+    assert "outcome: breach" in lines and any(
+        line.startswith("transition: inactive -> firing") for line in lines
+    )
     assert not (tmp_path / "w.db").exists()  # no database created, nothing recorded
     assert ws.champion() == "3"
     as_json = json.loads(watcher(ws, "eval", "fraud-detector/error-rate", "--json").stdout)
@@ -117,6 +120,10 @@ def test_drill_rolls_back_and_forward_and_leaves_the_target_as_found(ws: Workspa
 
 
 def test_unreadable_config_is_exit_2(tmp_path: Path) -> None:
-    done = subprocess.run([str(WATCHER), "run", "--config", str(tmp_path / "absent.yaml")], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [str(WATCHER), "run", "--config", str(tmp_path / "absent.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2

@@ -254,8 +254,9 @@ def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, registry_templ
     receiver = sock.socket(sock.AF_UNIX, sock.SOCK_DGRAM)
     receiver.bind(address)
     receiver.settimeout(30)
-    daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log",
-                           env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"})
+    daemon = DaemonProcess(
+        ws.config_path, tmp_path / "daemon.log", env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000000"}
+    )
     try:
         seen: list[str] = []
         while "WATCHDOG=1" not in seen:
@@ -271,7 +272,9 @@ def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, registry_templ
             daemon.kill9()
 
 
-def test_reload_keeps_state_unless_query_or_threshold_changed(tmp_path: Path, registry_template: Path) -> None:
+def test_reload_keeps_state_unless_query_or_threshold_changed(
+    tmp_path: Path, registry_template: Path
+) -> None:
     from watcher.engine import Engine
     from watcher.ruleset import RuleBook
     from watcher.targets import TargetRegistry
@@ -289,8 +292,9 @@ def test_reload_keeps_state_unless_query_or_threshold_changed(tmp_path: Path, re
     assert engine.status(RULE).state is RuleState.PENDING
     try:
         for change, kept in (("severity: critical", True), ("above: 0.05", False)):
-            text = FAST_RULES.replace(change, {"severity: critical": "severity: warning",
-                                               "above: 0.05": "above: 0.07"}[change])
+            text = FAST_RULES.replace(
+                change, {"severity: critical": "severity: warning", "above: 0.05": "above: 0.07"}[change]
+            )
             ws.write_rules(text)
             previous = book.current.runtime
             engine.carry_states(book.load().runtime, previous)

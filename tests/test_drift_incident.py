@@ -43,8 +43,9 @@ def _csv(path: Path, shift: float, seed: int) -> None:
 
 def test_drift_incident_has_scores_and_a_report(tmp_path: Path) -> None:
     (tmp_path / "tpl").mkdir()
-    ws = make_workspace(tmp_path / "ws", build_registry(tmp_path / "tpl"), f"sqlite:///{tmp_path / 'w.db'}",
-                        rules=RULES)
+    ws = make_workspace(
+        tmp_path / "ws", build_registry(tmp_path / "tpl"), f"sqlite:///{tmp_path / 'w.db'}", rules=RULES
+    )
     _csv(ws.root / "rules" / "reference.csv", 0.0, 1)
     _csv(ws.root / "rules" / "current.csv", 1.0, 2)
     daemon = Daemon(ws.config())

@@ -11,24 +11,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from tests.support.harness import Harness
 from tests.support.mlflow_registry import build_registry
 from tests.support.services import fresh_postgres_schema
-from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
-from watcher.dispatch import RollbackDispatcher
-from watcher.engine import Engine
+from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
-from watcher.rulefmt import load_rules
-from watcher.runtime import RuntimeRule, build_runtime_rules
-from watcher.store import migrate
-from watcher.store.database import open_engine
 from watcher.store.queue import WorkQueue
-from watcher.store.repository import Store
-from watcher.targets import TargetRegistry
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
-RULE = "fraud-detector/error-rate"
 
 
 @pytest.fixture(scope="module")
@@ -43,35 +35,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     with fresh_postgres_schema() as schema:
         yield schema.url
-
-
-class Harness:
-    """The daemon's parts, wired as `watcher run` wires them, driven tick by tick."""
-
-    def __init__(self, workspace: Workspace) -> None:
-        self.workspace = workspace
-        self.config = workspace.config()
-        self.db = open_engine(self.config.database)
-        migrate.upgrade(self.db)
-        self.store = Store(self.db)
-        self.targets = TargetRegistry(self.config.targets, self.config.base_dir)
-        self.engine = Engine(self.store, self.targets, self.config.safety)
-        self.dispatcher = RollbackDispatcher(
-            self.store, self.targets, "test-replica", self.config.safety.verify_after
-        )
-        self.rules: dict[str, RuntimeRule] = build_runtime_rules(load_rules(self.config).rules, self.config)
-        self.engine.load_states(self.rules)
-
-    def tick(self, at: datetime, value: float | None = None) -> Outcome:
-        if value is not None:
-            self.workspace.set_value(value)
-        return self.engine.tick(self.rules[RULE], at).transition.outcome
-
-    def state(self) -> RuleState:
-        return self.engine.status(RULE).state
-
-    def close(self) -> None:
-        self.db.dispose()
 
 
 @pytest.fixture
@@ -222,7 +185,9 @@ def test_a_second_rule_firing_while_the_rollback_is_verified_only_notifies(
     second_rule = DEFAULT_RULES.split("rules:\n", 1)[1].replace("name: error-rate", "name: error-rate-strict")
     second_rule = second_rule.replace("for: 2m", "for: 3m")
     rules = DEFAULT_RULES + second_rule
-    workspace = make_workspace(tmp_path / "ws", registry_template, f"sqlite:///{tmp_path / 'w.db'}", rules=rules)
+    workspace = make_workspace(
+        tmp_path / "ws", registry_template, f"sqlite:///{tmp_path / 'w.db'}", rules=rules
+    )
     h = Harness(workspace)
     strict = h.rules["fraud-detector/error-rate-strict"]
     try:

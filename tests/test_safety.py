@@ -200,8 +200,17 @@ def test_a_busy_target_is_never_rolled_back_again() -> None:
     from watcher.model import Action
     from watcher.safety import DecisionKind, DecisionReason, SafetyPolicy, TargetRollbackHistory, decide
 
-    policy = SafetyPolicy(auto_rollback=True, cooldown=timedelta(0), max_rollbacks=10,
-                          max_rollbacks_period=timedelta(hours=1))
-    decision = decide(Action.ROLLBACK, True, "1", False, policy, TargetRollbackHistory([], False),
-                      datetime(2026, 1, 1, tzinfo=UTC), target_busy=True)
+    policy = SafetyPolicy(
+        auto_rollback=True, cooldown=timedelta(0), max_rollbacks=10, max_rollbacks_period=timedelta(hours=1)
+    )
+    decision = decide(
+        Action.ROLLBACK,
+        True,
+        "1",
+        False,
+        policy,
+        TargetRollbackHistory([], False),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        target_busy=True,
+    )
     assert (decision.kind, decision.reason) == (DecisionKind.NOTIFY_ONLY, DecisionReason.TARGET_BUSY)

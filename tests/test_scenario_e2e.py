@@ -17,8 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_live_scenario_rolls_back_verifies_and_undoes(tmp_path: Path) -> None:
     run_dir = tmp_path / "scenario-run"
     done = subprocess.run(
-        [sys.executable, "-m", "scenario.run", "--run-dir", str(run_dir), "--press-undo", "--bad-after", "30"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "scenario.run",
+            "--run-dir",
+            str(run_dir),
+            "--press-undo",
+            "--bad-after",
+            "30",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = done.stdout + done.stderr
     print(output[-4000:])

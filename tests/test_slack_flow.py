@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 import pytest
 
 from scenario.fake_slack import BOT_TOKEN, TEAM_ID, FakeSlack, block_actions_payload, sign
+from tests.support.harness import RULE, Harness
 from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, make_workspace
-from tests.test_engine_flow import Harness
 from watcher.http import HttpServer
 from watcher.metrics import Metrics
 from watcher.model import IncidentStatus
@@ -327,3 +327,18 @@ def test_socket_mode_press_acts_once_across_redeliveries(
     finally:
         daemon.stop(grace=1)
         rig.h.close()
+
+
+def test_unhealthy_rule_and_unreachable_database_are_told_once(rig: SlackRig) -> None:
+    rig.h.tick(T0, 0.01)
+    rig.h.workspace.break_source()
+    for step in range(1, 7):
+        rig.h.tick(T0 + timedelta(seconds=30 * step))
+    rig.deliver()
+    notices = [m.text for m in rig.slack.channel_messages("C0MLALERTS")]
+    assert len([n for n in notices if "unhealthy" in n]) == 1
+    assert RULE in notices[0]
+    rig.outbox.database_unreachable("OperationalError")
+    rig.outbox.database_unreachable("OperationalError")
+    texts = [m.text for m in rig.slack.channel_messages("C0MLALERTS")]
+    assert len([t for t in texts if "cannot reach its database" in t]) == 1

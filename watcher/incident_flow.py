@@ -207,7 +207,9 @@ def _apply_decision(tx: Tx, rule: Rule, incident_id: int, context: FiringContext
         )
         return f"Rollback to {to_version} awaits approval: {decision.detail}"
     # Nothing is proposed: naming a rollback target here would read as an offer.
-    tx.update_incident(incident_id, now, decision_reason=decision.reason.value, decision_detail=decision.detail)
+    tx.update_incident(
+        incident_id, now, decision_reason=decision.reason.value, decision_detail=decision.detail
+    )
     _audit(tx, "notified", now, incident_id, rule, reason=decision.reason.value, why=decision.detail)
     return f"No rollback: {decision.detail}"
 

@@ -222,7 +222,9 @@ def _press(
             return InvalidPayload(PayloadProblem.BAD_FIELD, f"{name} missing or malformed")
         checked[name] = found
     response_url = payload.get("response_url")
-    if response_url is not None and not (isinstance(response_url, str) and response_url.startswith("https://")):
+    if response_url is not None and not (
+        isinstance(response_url, str) and response_url.startswith("https://")
+    ):
         return InvalidPayload(PayloadProblem.BAD_FIELD, "response_url malformed")
     name = user.get("username") or user.get("name") or ""
     trigger_id = payload.get("trigger_id") or ""

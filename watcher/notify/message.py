@@ -408,4 +408,3 @@ def timeline_text(entry: TimelineEntry) -> Text:
 
 def actor_span(actor: str) -> Span:
     return UserRef(actor) if _SLACK_USER_ID.match(actor) else actor
-

@@ -181,4 +181,3 @@ def _describe_transport_error(error: Exception) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     return f"{type(error).__name__}: {error}"[:300]
-
