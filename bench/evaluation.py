@@ -108,9 +108,9 @@ def histogram_quantile(q: float, start: Window, end: Window, name: str) -> float
     return lower
 
 
-def cycles(queries: Sequence[s.LoggedQuery], window_end: float) -> list[float]:
+def cycles(queries: Sequence[s.LoggedQuery], window: tuple[float, float]) -> list[float]:
     """Cycle durations: evaluation times closer than a third of the interval share a slot; a
-    cycle still running when the window closes is left out."""
+    cycle that began before the window opened or ended after it closed is left out."""
     slots: list[list[s.LoggedQuery]] = []
     for query in sorted(queries, key=lambda q: q.at):
         if slots and query.at - slots[-1][-1].at < s.INTERVAL / 3:
@@ -118,7 +118,7 @@ def cycles(queries: Sequence[s.LoggedQuery], window_end: float) -> list[float]:
         else:
             slots.append([query])
     spans = [(min(q.at for q in slot), max(q.logged for q in slot)) for slot in slots]
-    return [last - first for first, last in spans if last <= window_end]
+    return [last - first for first, last in spans if window[0] <= first and last <= window[1]]
 
 
 def watcher_run(start: Window, end: Window, queries: Sequence[s.LoggedQuery], baseline: float) -> Run:
@@ -193,9 +193,11 @@ def measure_watcher(
         peak_rss = s.memory_bytes(daemon.pid, "VmHWM")
     finally:
         daemon.stop()
+    # Queries logged after the window closed still complete (and so drop) a cycle it cut short.
     logged = s.read_query_log(prometheus.query_log, start.log_offset)
-    queries = [q for q in logged if not q.from_rule_engine and q.at <= end.at]
-    return watcher_run(start, end, queries, baseline), cycles(queries, end.at), ready, peak_rss
+    queries = [q for q in logged if not q.from_rule_engine]
+    in_window = [q for q in queries if q.at <= end.at]
+    return watcher_run(start, end, in_window, baseline), cycles(queries, (start.at, end.at)), ready, peak_rss
 
 
 def measure_rule_engine(

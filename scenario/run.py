@@ -1,6 +1,6 @@
 """The live local scenario: a model release goes bad, watcher notices, rolls back, verifies.
 
-    python -m scenario.run [--keep-running] [--bad-after 45] [--timeout 420]
+    python -m scenario.run [--keep-running] [--bad-after 30] [--timeout 420]
 
 Everything runs locally under `scenario-run/` (wiped at start): a real MLflow registry on SQLite
 (`fraud-detector` v1..3, alias `champion` on 3), a scripted model service serving the champion,
@@ -88,7 +88,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--keep-running", action="store_true", help="keep everything up after the summary")
-    parser.add_argument("--bad-after", type=float, default=45.0, help="seconds until version 3 turns bad")
+    parser.add_argument("--bad-after", type=float, default=30.0, help="seconds until version 3 turns bad")
     parser.add_argument("--timeout", type=float, default=420.0, help="give up after this many seconds")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, help="the rule file to run")
     parser.add_argument("--rate", type=float, default=35.0, help="simulated requests per second")
