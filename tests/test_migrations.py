@@ -54,3 +54,7 @@ def test_models_match_migrations(database_url: str) -> None:
         assert differences == []
     finally:
         engine.dispose()
+
+
+def test_head_constant_matches_the_migrations() -> None:
+    assert migrate.head_revision() == migrate.HEAD_REVISION

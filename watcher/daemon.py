@@ -14,11 +14,12 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -29,7 +30,6 @@ from watcher.config import WatcherConfig
 from watcher.dispatch import RollbackDispatcher
 from watcher.engine import Engine, utc_now
 from watcher.metrics import Metrics
-from watcher.outbox import OutboxWorker, build_outbox_worker
 from watcher.ruleset import RuleBook
 from watcher.runtime import RuntimeRule
 from watcher.store import migrate
@@ -37,6 +37,9 @@ from watcher.store.database import is_sqlite, open_engine
 from watcher.store.queue import WorkQueue
 from watcher.store.repository import Store
 from watcher.targets import TargetRegistry
+
+if TYPE_CHECKING:
+    from watcher.outbox import OutboxWorker
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,13 @@ def scheduled_time(anchor: datetime, interval: timedelta, now: datetime) -> date
         return now
     slot = anchor + interval * ((now - anchor) // interval)
     return slot if now - slot <= interval / 2 else now
+
+
+def spread_offset(rule_id: str, interval: timedelta) -> timedelta:
+    """Where in its interval a rule runs: a stable spread, as Prometheus offsets its groups, so that
+    a thousand rules with one interval do not all fire in the same instant."""
+    slots = max(1, int(interval.total_seconds() * 1000))
+    return timedelta(milliseconds=zlib.crc32(rule_id.encode()) % slots)
 
 
 def replica_id() -> str:
@@ -96,7 +106,11 @@ class Daemon:
         self.dispatcher = RollbackDispatcher(
             self.store, self.targets, self.replica, config.safety.verify_after, self.metrics
         )
-        self.outbox: OutboxWorker | None = build_outbox_worker(config, self.store, self.replica)
+        self.outbox: OutboxWorker | None = None
+        if config.slack is not None:  # the Slack client is imported only when Slack is configured
+            from watcher.outbox import build_outbox_worker
+
+            self.outbox = build_outbox_worker(config, self.store, self.replica)
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max_workers=8),
@@ -163,8 +177,8 @@ class Daemon:
         )
         self.scheduler.add_job(self._check_reload, "interval", seconds=2, id="reload", executor="workers")
         self.scheduler.add_job(self._heartbeat, "interval", seconds=1, id="heartbeat", executor="workers")
-        self.scheduler.start()
         self._start_http()
+        self.scheduler.start()
         self._start_socket_mode()
         self.ready = True
         systemd.notify("READY=1")
@@ -229,7 +243,7 @@ class Daemon:
                     continue
                 if job is not None:
                     job.remove()
-                anchor = utc_now()
+                anchor = utc_now() + spread_offset(rule_id, runtime.rule.interval)
                 self._anchors[rule_id] = (anchor, runtime.rule.interval)
                 self.scheduler.add_job(
                     self._tick,

@@ -66,12 +66,15 @@ class Engine:
         self.metrics = metrics
         self.dry_run = dry_run
         self._statuses: dict[str, RuleStatus] = {}
+        self._open_incident_rules: set[str] = set()
         self._lock = threading.Lock()
 
     def load_states(self, rules: dict[str, RuntimeRule]) -> None:
         """Restore rule states: a rule keeps its state while its query and threshold are unchanged."""
         stored = self.store.rule_states()
+        open_rules = {incident.rule_id for incident in self.store.incidents(open_only=True, limit=100_000)}
         with self._lock:
+            self._open_incident_rules = open_rules
             self._statuses = {
                 rule_id: stored[rule_id].status
                 for rule_id, runtime in rules.items()
@@ -170,20 +173,37 @@ class Engine:
             tx.save_rule_status(rule.id, rule.state_hash, rule.content_hash, transition.current, now)
             if transition.fired and context is not None:
                 opened = incident_flow.open_incident(tx, rule, transition, measurement, context, now)
-            incident = tx.open_incident_for_rule(rule.id)
-            if incident is not None:
-                self._verify_if_due(tx, runtime, incident, transition, now)
-                incident = tx.incident(incident.id)
-            if (
-                incident is not None
-                and incident.resolved_at is None
-                and transition.current.state is RuleState.INACTIVE
-            ):
-                incident_flow.resolve_incident(tx, rule, incident, transition.resolved, now)
             if transition.became_unhealthy:
                 message = measurement.message if isinstance(measurement, SourceError) else "unknown"
                 incident_flow.record_unhealthy(tx, rule, message, now)
+            # Only this engine opens and resolves incidents, so it knows which rules have one open
+            # and spares the lookup for the many rules that stay quiet.
+            still_open = (
+                self._follow_incident(tx, runtime, transition, now)
+                if transition.fired or rule.id in self._open_incident_rules
+                else False
+            )
+        with self._lock:
+            if still_open:
+                self._open_incident_rules.add(rule.id)
+            else:
+                self._open_incident_rules.discard(rule.id)
         return opened
+
+    def _follow_incident(self, tx: Tx, runtime: RuntimeRule, transition: Transition, now: datetime) -> bool:
+        """Verify and resolve the rule's open incident as due; True while one stays open."""
+        incident = tx.open_incident_for_rule(runtime.rule.id)
+        if incident is None:
+            return False
+        self._verify_if_due(tx, runtime, incident, transition, now)
+        incident = tx.incident(incident.id)
+        if (
+            incident is not None
+            and incident.resolved_at is None
+            and transition.current.state is RuleState.INACTIVE
+        ):
+            incident_flow.resolve_incident(tx, runtime.rule, incident, transition.resolved, now)
+        return tx.open_incident_for_rule(runtime.rule.id) is not None
 
     def _verify_if_due(
         self, tx: Tx, runtime: RuntimeRule, incident: IncidentRecord, transition: Transition, now: datetime

@@ -19,6 +19,12 @@ def add_parsers(subparsers: Any) -> None:
     run.add_argument("--config")
     run.add_argument("--once", action="store_true", help="evaluate every rule once and exit")
     run.add_argument("--dry-run", action="store_true", help="evaluate and log; record and change nothing")
+    run.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="debug shows every evaluation (default: info, state changes only)",
+    )
     run.set_defaults(handler=cmd_run)
     ev = subparsers.add_parser("eval", help="evaluate one rule now; acts on nothing")
     ev.add_argument("rule_id")
@@ -34,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if isinstance(config, int):
         return config
-    setup_logging("INFO")
+    setup_logging(args.log_level)
     # The scheduler's per-job chatter drowns what matters; missed runs are logged by the daemon.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)

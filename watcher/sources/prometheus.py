@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,12 @@ class PrometheusClient:
         self._secrets = _secret_fragments(headers, self._url)
         self._timeout = timeout
         session = requests.Session()
+        # Per-request environment lookups (proxies, netrc, CA bundle) cost more than the query:
+        # resolve them once here. Identity encoding spares both sides gzip on tiny answers.
+        session.proxies.update(requests.utils.get_environ_proxies(self._url))
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.trust_env = False
+        headers = {"Accept-Encoding": "identity", **headers}
         # Retry(0, read=False) is requests' own default: no second try, and a read timeout
         # surfaces as ReadTimeout instead of a generic "max retries exceeded".
         self._connect = PrometheusConnect(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from watcher.evaluation import RuleStatus
@@ -23,6 +23,13 @@ from watcher.store import tables as t
 from watcher.store.records import AuditEvent, IncidentRecord, PauseState
 
 PAUSE_CONTROL = "auto_rollback_pause"
+
+_RULE_STATE_FIELDS = [c.name for c in t.rule_states.columns if c.name != "rule_id"]
+_UPDATE_RULE_STATE = (
+    update(t.rule_states)
+    .where(t.rule_states.c.rule_id == bindparam("key"))
+    .values({name: bindparam(name) for name in _RULE_STATE_FIELDS})
+)
 
 
 @dataclass(frozen=True)
@@ -152,9 +159,8 @@ class Tx:
             "fired_on_no_data": status.fired_on_no_data,
             "updated_at": now,
         }
-        changed = self.connection.execute(
-            update(t.rule_states).where(t.rule_states.c.rule_id == rule_id).values(**values)
-        ).rowcount
+        # One statement built once with bind parameters: this runs on every tick of every rule.
+        changed = self.connection.execute(_UPDATE_RULE_STATE, {"key": rule_id, **values}).rowcount
         if not changed:
             self.connection.execute(insert(t.rule_states).values(rule_id=rule_id, **values))
 
