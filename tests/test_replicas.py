@@ -3,13 +3,11 @@ taken over within two evaluation intervals, and nothing happens twice."""
 
 from __future__ import annotations
 
-import re
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, wait_for
+from tests.support.daemon import DaemonProcess, evaluations, wait_for
 from tests.support.mlflow_registry import build_registry
 from tests.support.services import fresh_postgres_schema
 from tests.support.workspace import DEFAULT_RULES, make_workspace
@@ -22,24 +20,6 @@ from watcher.store.repository import Store
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RULES = DEFAULT_RULES.replace("for: 2m", "for: 4s").replace("every: 30s", "every: 2s")
-
-
-def _evaluations(daemon: DaemonProcess) -> int:
-    """What this replica's own /metrics says it evaluated."""
-    port = re.search(r"listen: 127\.0\.0\.1:(\d+)", daemon.config.read_text())
-    assert port is not None
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return 0
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("watcher_rule_evaluations_total{")
-        )
-    )
 
 
 def test_one_leader_takeover_and_a_single_rollback(tmp_path: Path) -> None:
@@ -56,14 +36,14 @@ def test_one_leader_takeover_and_a_single_rollback(tmp_path: Path) -> None:
         second = DaemonProcess(ws.replica_config("second"), tmp_path / "second.log")
         try:
             wait_for(lambda: "watcher is running" in second.output(), what="the second replica to start")
-            wait_for(lambda: _evaluations(first) + _evaluations(second), what="evaluations")
-            leader, follower = (first, second) if _evaluations(first) else (second, first)
-            wait_for(lambda: _evaluations(leader) >= 3, what="evaluations")
-            assert _evaluations(follower) == 0
+            wait_for(lambda: evaluations(first) + evaluations(second), what="evaluations")
+            leader, follower = (first, second) if evaluations(first) else (second, first)
+            wait_for(lambda: evaluations(leader) >= 3, what="evaluations")
+            assert evaluations(follower) == 0
             ws.set_value(0.2)
             wait_for(lambda: ws.champion() == "2", what="the rollback", timeout=60)
             leader.kill9()
-            wait_for(lambda: _evaluations(follower) > 0, what="the takeover", timeout=10 + 5)
+            wait_for(lambda: evaluations(follower) > 0, what="the takeover", timeout=10 + 5)
             ws.set_value(0.01)
             wait_for(
                 lambda: store.incidents()[0].resolved_at, what="resolution by the new leader", timeout=60

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from watcher import incident_flow
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+QUIET_WRITE_EVERY = timedelta(minutes=1)
 
 
 def utc_now() -> datetime:
@@ -67,6 +69,7 @@ class Engine:
         self.dry_run = dry_run
         self._statuses: dict[str, RuleStatus] = {}
         self._open_incident_rules: set[str] = set()
+        self._persisted_at: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     def load_states(self, rules: dict[str, RuntimeRule]) -> None:
@@ -102,8 +105,10 @@ class Engine:
         transition = step(previous, measurement, runtime.policy, now)
         context = self._firing_context(runtime, transition, now) if transition.fired else None
         opened: int | None = None
-        if not self.dry_run:
+        if not self.dry_run and self._worth_writing(rule.id, transition, now):
             opened = self._persist(runtime, transition, measurement, context, now)
+            with self._lock:
+                self._persisted_at[rule.id] = now
         with self._lock:
             self._statuses[rule.id] = transition.current
         seconds = time.perf_counter() - started
@@ -152,6 +157,24 @@ class Engine:
             now=now,
         )
         return incident_flow.FiringContext(live_version=live, choice=choice, decision=decision)
+
+    def _worth_writing(self, rule_id: str, transition: Transition, now: datetime) -> bool:
+        """A quiet rule (inactive, still inactive, nothing open, health unchanged) is written at most
+        once a minute: its state is the default one a restart would assume anyway, and a write per
+        evaluation would be most of the daemon's work."""
+        previous, current = transition.previous, transition.current
+        quiet = (
+            previous.state is RuleState.INACTIVE
+            and current.state is RuleState.INACTIVE
+            and previous.consecutive_errors == current.consecutive_errors
+            and previous.unhealthy == current.unhealthy
+            and rule_id not in self._open_incident_rules
+        )
+        if not quiet:
+            return True
+        with self._lock:
+            last = self._persisted_at.get(rule_id)
+        return last is None or now - last >= QUIET_WRITE_EVERY or now < last
 
     def _target_busy(self, target: str) -> bool:
         busy = (IncidentStatus.ROLLING_BACK, IncidentStatus.VERIFYING)

@@ -53,6 +53,27 @@ class DaemonProcess:
         return self.log.read_text(errors="replace")
 
 
+def evaluations(daemon: DaemonProcess) -> int:
+    """How many evaluations this daemon reports on its own /metrics (0 while it does not answer)."""
+    import re
+    import urllib.request
+
+    port = re.search(r"listen: 127\.0\.0\.1:(\d+)", daemon.config.read_text())
+    assert port is not None, "the test config names no HTTP port"
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("watcher_rule_evaluations_total{")
+        )
+    )
+
+
 def wait_for(condition: Callable[[], T | None], timeout: float = 60, what: str = "condition") -> T:
     """Poll until `condition` returns something truthy; a bounded wait, not a timing assertion."""
     deadline = time.monotonic() + timeout
