@@ -85,6 +85,10 @@ def _revisions(replica_set: Any) -> set[str]:
     return {number for number in numbers if number}
 
 
+def _first_revision(replica_set: Any) -> str:
+    return min(_revisions(replica_set), key=int, default=_revision(replica_set))
+
+
 def _revision(obj: Any) -> str:
     return str((obj.metadata.annotations or {}).get(REVISION, ""))
 
@@ -212,10 +216,23 @@ class KubernetesDeploymentAdapter:
         deployment = self._read()
         if isinstance(deployment, AdapterFailure):
             return deployment
-        revision = _revision(deployment)
-        if not revision:
+        if not _revision(deployment):
             return AdapterFailure(f"deployment has no {REVISION} annotation yet", retryable=True)
-        return LiveVersion(revision)
+        replica_sets = self._replica_sets(deployment)
+        if isinstance(replica_sets, AdapterFailure):
+            return replica_sets
+        return LiveVersion(self._identity(deployment, replica_sets))
+
+    def _identity(self, deployment: Any, replica_sets: list[Any]) -> str:
+        """A version's stable name: the revision at which its pod template first went live.
+
+        Kubernetes gives a template a new revision number each time it comes back (rolling back
+        to 2 makes it 4, as `kubectl rollout undo` does); the first number stays the same, so
+        rollbacks, known-good history and reconciliation all speak of one version.
+        """
+        raw = _revision(deployment)
+        serving = self._find(replica_sets, raw)
+        return _first_revision(serving) if serving is not None else raw
 
     def history(self) -> Sequence[VersionInfo] | AdapterFailure:
         deployment = self._read()
@@ -226,7 +243,7 @@ class KubernetesDeploymentAdapter:
             return replica_sets
         return [
             VersionInfo(
-                _revision(rs), rs.metadata.creation_timestamp, f"image {self._image(rs.spec.template)}"
+                _first_revision(rs), rs.metadata.creation_timestamp, f"image {self._image(rs.spec.template)}"
             )
             for rs in replica_sets
         ]
@@ -262,10 +279,11 @@ class KubernetesDeploymentAdapter:
         replica_sets = self._replica_sets(deployment)
         if isinstance(replica_sets, AdapterFailure):
             return failed_outcome(replica_sets, {})
-        live = _revision(deployment)
+        raw = _revision(deployment)
+        live = self._identity(deployment, replica_sets)
         record = {
             "deployment": f"{self._settings.namespace}/{self._settings.deployment}",
-            "revision_before": live,
+            "revision_before": raw,
         }
         target = self._find(replica_sets, to_version)
         if self._done_for(intent_key, deployment, target):
@@ -276,7 +294,7 @@ class KubernetesDeploymentAdapter:
         if target is None:
             failure = AdapterFailure(f"revision {to_version} not found among the replica sets", False)
             return failed_outcome(failure, record)
-        return self._patch(intent_key, from_version, to_version, target, record)
+        return self._patch(intent_key, raw, to_version, target, record)
 
     def verify(self, version: str) -> VerifyOutcome:
         deployment = self._read()

@@ -74,6 +74,24 @@ def test_rollback_restores_the_previous_template_and_waits_for_the_rollout(
     assert not make_adapter(tmp_path).verify("3").ok
 
 
+def test_a_revived_template_keeps_its_version_name(cluster: KubernetesEmulator, tmp_path: Path) -> None:
+    """Revision 2 comes back as 4; watcher still calls it 2, so the dispatcher sees the rollback
+    done, known-good history stays one version, and rolling forward names 3 again."""
+    adapter = make_adapter(tmp_path)
+    adapter.rollback(intent_key="intent-1", from_version="3", to_version="2")
+    live = adapter.live_version()
+    assert isinstance(live, LiveVersion) and live.version == "2"
+    assert adapter.previous_version() == "1"
+    history = adapter.history()
+    assert not isinstance(history, AdapterFailure)
+    assert sorted(info.version for info in history) == ["1", "2", "3"]
+    forward = adapter.rollback(intent_key="intent-2", from_version="2", to_version="3")
+    assert forward.result is RollbackResult.DONE, forward
+    assert cluster.image(NS, NAME) == "registry.local/churn:v3"
+    live = adapter.live_version()
+    assert isinstance(live, LiveVersion) and live.version == "3"
+
+
 def test_the_patch_records_the_intent_and_keeps_the_hash_label_out(
     cluster: KubernetesEmulator, tmp_path: Path
 ) -> None:
