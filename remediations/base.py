@@ -120,9 +120,15 @@ def failed_outcome(failure: AdapterFailure, record: dict[str, str] | None = None
     return RollbackOutcome(RollbackResult.FAILED, failure.message, failure, dict(record or {}))
 
 
-def numeric_predecessor(live: str, versions: Sequence[VersionInfo]) -> str | None:
-    """The highest numbered version below `live` (registry versions, deployment revisions)."""
-    older = [int(info.version) for info in versions if int(info.version) < int(live)]
+def numeric_predecessor(adapter: RemediationAdapter) -> str | AdapterFailure | None:
+    """The highest numbered version below the live one (registry versions, deployment revisions)."""
+    live = adapter.live_version()
+    if isinstance(live, AdapterFailure):
+        return live
+    versions = adapter.history()
+    if isinstance(versions, AdapterFailure):
+        return versions
+    older = [int(info.version) for info in versions if int(info.version) < int(live.version)]
     return str(max(older)) if older else None
 
 

@@ -169,13 +169,7 @@ class MlflowAliasAdapter:
         return self._call(f"listing versions of {name!r}", search)
 
     def previous_version(self) -> str | AdapterFailure | None:
-        live = self.live_version()
-        if isinstance(live, AdapterFailure):
-            return live
-        versions = self.history()
-        if isinstance(versions, AdapterFailure):
-            return versions
-        return numeric_predecessor(live.version, versions)
+        return numeric_predecessor(self)
 
     def preflight(self, to_version: str) -> PreflightReport:
         registered = self._registered()
