@@ -134,18 +134,7 @@ class SlackActions:
     def _apply(self, tx: Tx, press: ButtonPress, incident: IncidentRecord, actor: str, now: datetime) -> str:
         who = f"<@{press.user_id}>"
         if press.action is ButtonAction.ROLLBACK:
-            assert incident.target and incident.rollback_from and incident.rollback_to
-            intent = create_intent(
-                tx.connection,
-                incident_id=incident.id,
-                target=incident.target,
-                purpose=IntentPurpose.ROLLBACK,
-                from_version=incident.rollback_from,
-                to_version=incident.rollback_to,
-                requested_by=actor,
-                reason=f"approved in Slack by {press.user_id}",
-                now=now,
-            )
+            self._request(tx, press, incident, actor, now, IntentPurpose.ROLLBACK, "approved")
             tx.update_incident(
                 incident.id,
                 now,
@@ -153,40 +142,9 @@ class SlackActions:
                 status=IncidentStatus.ROLLING_BACK,
                 rollback_status=RollbackStatus.PENDING,
             )
-            self._audit(
-                tx,
-                "approved",
-                incident,
-                actor,
-                now,
-                from_version=incident.rollback_from,
-                to_version=incident.rollback_to,
-                intent=intent.key,
-            )
             return f"{who} approved the rollback to {incident.rollback_to}."
         if press.action is ButtonAction.UNDO:
-            assert incident.target and incident.rollback_from and incident.rollback_to
-            intent = create_intent(
-                tx.connection,
-                incident_id=incident.id,
-                target=incident.target,
-                purpose=IntentPurpose.UNDO,
-                from_version=incident.rollback_to,
-                to_version=incident.rollback_from,
-                requested_by=actor,
-                reason=f"undo pressed in Slack by {press.user_id}",
-                now=now,
-            )
-            self._audit(
-                tx,
-                "undo_requested",
-                incident,
-                actor,
-                now,
-                from_version=incident.rollback_to,
-                to_version=incident.rollback_from,
-                intent=intent.key,
-            )
+            self._request(tx, press, incident, actor, now, IntentPurpose.UNDO, "undo_requested")
             return f"{who} asked to undo the rollback: back to {incident.rollback_from}."
         if press.action is ButtonAction.ACK:
             tx.update_incident(incident.id, now, acknowledged_by=press.user_id)
@@ -208,6 +166,43 @@ class SlackActions:
         )
         self._audit(tx, "silenced", incident, actor, now, until=until.isoformat())
         return f"{who} silenced the incident for 1h."
+
+    def _request(
+        self,
+        tx: Tx,
+        press: ButtonPress,
+        incident: IncidentRecord,
+        actor: str,
+        now: datetime,
+        purpose: IntentPurpose,
+        kind: str,
+    ) -> None:
+        """Write the rollback (or undo) intent and its audit event; the dispatcher carries it out."""
+        assert incident.target and incident.rollback_from and incident.rollback_to
+        undo = purpose is IntentPurpose.UNDO
+        from_version = incident.rollback_to if undo else incident.rollback_from
+        to_version = incident.rollback_from if undo else incident.rollback_to
+        intent = create_intent(
+            tx.connection,
+            incident_id=incident.id,
+            target=incident.target,
+            purpose=purpose,
+            from_version=from_version,
+            to_version=to_version,
+            requested_by=actor,
+            reason=f"{'undo pressed' if undo else 'approved'} in Slack by {press.user_id}",
+            now=now,
+        )
+        self._audit(
+            tx,
+            kind,
+            incident,
+            actor,
+            now,
+            from_version=from_version,
+            to_version=to_version,
+            intent=intent.key,
+        )
 
     def _refuse(self, tx: Tx, press: ButtonPress, actor: str, reason: str, text: str, now: datetime) -> None:
         tx.append_audit(
