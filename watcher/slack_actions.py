@@ -210,7 +210,8 @@ class SlackActions:
                 at=now,
                 actor=actor,
                 kind="press_refused",
-                incident_id=None,
+                # On the incident's timeline when it exists; a made-up id stays in the detail only.
+                incident_id=press.incident_id if tx.incident(press.incident_id) is not None else None,
                 detail={
                     "incident": press.incident_id,
                     "action": press.action.value,
