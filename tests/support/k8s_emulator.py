@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.support.local_server import LocalServer
+
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
 HASH_LABEL = "pod-template-hash"
@@ -142,7 +144,7 @@ def merge_patch(target: Any, patch: Any, *, merge_named_lists: bool = False) -> 
     return result
 
 
-class KubernetesEmulator:
+class KubernetesEmulator(LocalServer):
     """Start with `start()` (or use as a context manager); `url` is then http://127.0.0.1:PORT."""
 
     def __init__(self, token: str, *, rollout_delay: float | None = 0.0) -> None:
@@ -160,32 +162,14 @@ class KubernetesEmulator:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> KubernetesEmulator:
+    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
         emulator = self
 
         class Handler(_Handler):
             pass
 
         Handler.emulator = emulator
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> KubernetesEmulator:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "emulator not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return Handler
 
     def write_kubeconfig(self, path: Path, *, token: str | None = None, context: str = "emulator") -> Path:
         config = {

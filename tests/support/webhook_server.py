@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.support.local_server import LocalServer
+
 MAX_SKEW_SECONDS = 300
 
 
@@ -40,7 +42,7 @@ class _Job:
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(LocalServer):
     secret: str
     live: str
     asynchronous: bool = False
@@ -56,32 +58,14 @@ class WebhookReceiver:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def start(self) -> WebhookReceiver:
+    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(_Handler):
             pass
 
         Handler.receiver = receiver
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> WebhookReceiver:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "receiver not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return Handler
 
     def fail_next(self, status: int, times: int = 1) -> None:
         with self._lock:
