@@ -29,6 +29,8 @@ from string import Template
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from watcher.sources.prometheus_batch import BATCH_LABEL
+
 PROMETHEUS = Path(shutil.which("prometheus") or "/usr/bin/prometheus")
 WATCHER = Path(sys.executable).parent / "watcher"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -325,6 +327,7 @@ class LoggedQuery:
     logged: float  # when Prometheus finished it (Unix seconds)
     seconds: float  # Prometheus' own execution time (execTotalTime)
     from_rule_engine: bool
+    rules: int = 1  # rule evaluations it answers (watcher batches a rule file's queries)
 
 
 def read_query_log(path: Path, offset: int = 0) -> Iterator[LoggedQuery]:
@@ -343,6 +346,7 @@ def read_query_log(path: Path, offset: int = 0) -> Iterator[LoggedQuery]:
                 logged=_unix(entry["ts"]),
                 seconds=float(timings.get("execTotalTime", 0.0)),
                 from_rule_engine="ruleGroup" in entry,
+                rules=max(1, params.get("query", "").count(f'"{BATCH_LABEL}"')),
             )
 
 
@@ -489,7 +493,12 @@ def first_cycle_start(query_log: Path, rules: int, since: float) -> float:
     found: list[float] = []
 
     def complete() -> bool:
-        found[:] = [q.at for q in read_query_log(query_log) if not q.from_rule_engine and q.at >= since]
+        found[:] = [
+            q.at
+            for q in read_query_log(query_log)
+            if not q.from_rule_engine and q.at >= since
+            for _ in range(q.rules)
+        ]
         return len(found) >= rules
 
     wait_until(complete, "watcher's first cycle")

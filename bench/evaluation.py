@@ -110,9 +110,15 @@ def histogram_quantile(q: float, start: Window, end: Window, name: str) -> float
 
 def cycles(queries: Sequence[s.LoggedQuery], window: tuple[float, float]) -> list[float]:
     """Per rule evaluation: from the time it was due (the evaluation time watcher asks Prometheus
-    for, its scheduled slot) to the moment its query was answered. watcher spreads rules over their
-    interval as Prometheus spreads its groups, so a rule's cycle is its own, not a shared slot's."""
-    return [q.logged - q.at for q in queries if window[0] <= q.at and q.logged <= window[1]]
+    for, its group's scheduled slot) to the moment its query was answered. watcher asks one batched
+    query per rule file and spreads the files over their interval, as Prometheus spreads its
+    groups; each rule a batch answers counts as one cycle."""
+    return [
+        q.logged - q.at
+        for q in queries
+        if window[0] <= q.at and q.logged <= window[1]
+        for _ in range(q.rules)
+    ]
 
 
 def watcher_run(start: Window, end: Window, queries: Sequence[s.LoggedQuery], baseline: float) -> Run:

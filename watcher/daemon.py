@@ -1,7 +1,9 @@
 """`watcher run`: the scheduler, the workers, the HTTP server and the signals, put together.
 
-One APScheduler 3 job per rule (coalesce, max_instances=1: a late run is counted as missed and
-logged, never replayed in a burst). Only the replica holding the `leader` lease evaluates and
+One APScheduler 3 job per evaluation group, as Prometheus runs rule groups: a rule file's
+Prometheus rules of one interval share one job and one request; SQL and drift rules have a job
+each (coalesce, max_instances=1: a late run is counted as missed for each of its rules and logged,
+never replayed in a burst). Only the replica holding the `leader` lease evaluates and
 dispatches; the others serve HTTP and Slack presses and take over when the lease runs out.
 """
 
@@ -30,8 +32,7 @@ from watcher.config import WatcherConfig
 from watcher.dispatch import RollbackDispatcher
 from watcher.engine import Engine, utc_now
 from watcher.metrics import Metrics
-from watcher.ruleset import RuleBook
-from watcher.runtime import RuntimeRule
+from watcher.ruleset import RuleBook, evaluation_groups
 from watcher.store import migrate
 from watcher.store.database import is_sqlite, open_engine
 from watcher.store.queue import WorkQueue
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 LEADER_LEASE = "leader"
 SHUTDOWN_GRACE = 20.0  # seconds to let in-flight evaluations finish after SIGTERM
+GROUP_JOB = "eval:"  # scheduler job id prefix of an evaluation group
 
 
 class SingleReplicaError(RuntimeError):
@@ -127,7 +129,9 @@ class Daemon:
         self._ttl = max(config.evaluation.every, timedelta(seconds=5))
         self.http: Any = None
         self.socket_mode: Any = None
-        self._anchors: dict[str, tuple[datetime, timedelta]] = {}
+        self._anchors: dict[str, tuple[datetime, timedelta]] = {}  # by group key
+        self._groups: dict[str, tuple[str, ...]] = {}
+        self._scheduled_rules: set[str] = set()
 
     # --- start-up ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -230,54 +234,73 @@ class Daemon:
 
     # --- jobs -----------------------------------------------------------------------------------
     def _schedule_rules(self) -> None:
+        """One job per evaluation group (a rule file's Prometheus rules of one interval, or a single
+        SQL or drift rule), placed in its interval by a stable spread."""
         with self._jobs_lock:
-            wanted = self.rules.current.runtime
+            runtime = self.rules.current.runtime
+            wanted = evaluation_groups(runtime)
             for job in self.scheduler.get_jobs():
-                if job.id.startswith("rule:") and job.id[5:] not in wanted:
+                if job.id.startswith(GROUP_JOB) and job.id[len(GROUP_JOB) :] not in wanted:
                     job.remove()
-                    self.metrics.forget_rule(job.id[5:])
-            for rule_id, runtime in wanted.items():
-                seconds = runtime.rule.interval.total_seconds()
-                job = self.scheduler.get_job(f"rule:{rule_id}")
-                if job is not None and getattr(job.trigger, "interval", None) == timedelta(seconds=seconds):
-                    continue
-                if job is not None:
-                    job.remove()
-                anchor = utc_now() + spread_offset(rule_id, runtime.rule.interval)
-                self._anchors[rule_id] = (anchor, runtime.rule.interval)
+            for rule_id in self._scheduled_rules - runtime.keys():
+                self.metrics.forget_rule(rule_id)
+            self._groups = wanted
+            self._scheduled_rules = set(runtime)
+            for key, members in wanted.items():
+                if self.scheduler.get_job(GROUP_JOB + key) is not None:
+                    continue  # the key holds the interval: an existing job keeps its place
+                interval = runtime[members[0]].rule.interval
+                anchor = utc_now() + spread_offset(key, interval)
+                self._anchors[key] = (anchor, interval)
+                seconds = interval.total_seconds()
                 self.scheduler.add_job(
                     self._tick,
                     "interval",
                     seconds=seconds,
-                    args=[rule_id],
-                    id=f"rule:{rule_id}",
+                    args=[key],
+                    id=GROUP_JOB + key,
                     misfire_grace_time=max(1, int(seconds / 2)),
                     next_run_time=anchor,
                 )
 
-    def _tick(self, rule_id: str) -> None:
+    def _tick(self, key: str) -> None:
         if not self.is_leader or self.stopping.is_set():
             return
-        runtime: RuntimeRule | None = self.rules.current.runtime.get(rule_id)
-        if runtime is None:
+        current = self.rules.current.runtime
+        runtimes = [current[rule_id] for rule_id in self._groups.get(key, ()) if rule_id in current]
+        if not runtimes:
             return
-        anchor, interval = self._anchors.get(rule_id, (utc_now(), runtime.rule.interval))
+        anchor, interval = self._anchors.get(key, (utc_now(), runtimes[0].rule.interval))
+        at = scheduled_time(anchor, interval, utc_now())
         try:
-            result = self.engine.tick(runtime, scheduled_time(anchor, interval, utc_now()))
-            if result.incident_opened is not None and not self.dry_run:
-                # Act now rather than on the worker's next pass: the rollback is what matters.
-                self.dispatcher.run_due(utc_now())
+            measurements, share = self.engine.measure_group(runtimes, at)
         except Exception:  # the next tick is the retry; the state in the database is untouched
-            log.exception("tick of %s failed", rule_id, extra={"event": "tick_failed", "rule": rule_id})
+            log.exception("evaluation of %s failed", key, extra={"event": "tick_failed", "group": key})
+            measurements, share = [], 0.0
+        opened = False
+        for runtime, measurement in zip(runtimes, measurements, strict=False):
+            try:
+                result = self.engine.settle(runtime, measurement, at, share)
+                opened = opened or result.incident_opened is not None
+            except Exception:  # one rule's failure leaves the others of its group alone
+                log.exception(
+                    "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
+                )
+        if opened and not self.dry_run:
+            # Act now rather than on the worker's next pass: the rollback is what matters.
+            try:
+                self.dispatcher.run_due(utc_now())
+            except Exception:
+                log.exception("dispatch after an incident failed", extra={"event": "dispatch_failed"})
         self.last_beat = time.monotonic()
 
     def _on_missed(self, event: JobExecutionEvent) -> None:
-        if event.job_id.startswith("rule:"):
-            self.metrics.missed_run(event.job_id[5:])
+        if not event.job_id.startswith(GROUP_JOB):
+            return
+        for rule_id in self._groups.get(event.job_id[len(GROUP_JOB) :], ()):
+            self.metrics.missed_run(rule_id)
             log.warning(
-                "missed a scheduled evaluation of %s",
-                event.job_id[5:],
-                extra={"event": "missed_run", "rule": event.job_id[5:]},
+                "missed a scheduled evaluation of %s", rule_id, extra={"event": "missed_run", "rule": rule_id}
             )
 
     def _renew_lease(self) -> None:
@@ -410,8 +433,10 @@ def run_once(daemon: Daemon) -> int:
     """Evaluate every rule once, carry out what that decided, deliver messages, exit."""
     daemon.prepare()
     now = utc_now()
-    for runtime in daemon.rules.current.runtime.values():
-        daemon.engine.tick(runtime, now)
+    runtimes = list(daemon.rules.current.runtime.values())
+    measurements, share = daemon.engine.measure_group(runtimes, now)
+    for runtime, measurement in zip(runtimes, measurements, strict=True):
+        daemon.engine.settle(runtime, measurement, now, share)
     if not daemon.dry_run:
         daemon.dispatcher.run_due(utc_now())
     if daemon.outbox is not None:

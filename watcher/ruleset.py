@@ -34,6 +34,27 @@ def _fingerprint(files: list[Path], config: WatcherConfig) -> tuple[tuple[str, f
     return tuple(sorted(seen))
 
 
+def evaluation_groups(rules: Mapping[str, RuntimeRule]) -> dict[str, tuple[str, ...]]:
+    """Which rules are evaluated together, as Prometheus evaluates a rule group in one pass.
+
+    The Prometheus rules of one file with one interval form a group: one scheduled job, one request
+    for all their queries. Every other rule (SQL, drift: each its own connection or data) is a
+    group of its own. Keys are stable across reloads while a file keeps its rules' interval.
+    """
+    groups: dict[str, list[RuntimeRule]] = {}
+    for rule_id, runtime in rules.items():
+        rule = runtime.rule
+        if rule.prometheus is not None:
+            key = f"file:{Path(rule.file)}@{rule.interval.total_seconds():g}s"
+        else:
+            key = f"rule:{rule_id}"
+        groups.setdefault(key, []).append(runtime)
+    return {
+        key: tuple(runtime.id for runtime in sorted(members, key=lambda r: (r.rule.line, r.id)))
+        for key, members in groups.items()
+    }
+
+
 class RuleBook:
     """Loads rules, and reloads them on change keeping the last good version of each file."""
 

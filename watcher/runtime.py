@@ -54,8 +54,12 @@ def _drift_ref(ref: Any) -> Any:
     return Path(ref)
 
 
-def build_source(rule: Rule, config: WatcherConfig, prometheus_client: Any = None) -> Source:
-    """The source for one rule; heavy modules (pandas, Evidently) load only for drift rules."""
+def build_source(
+    rule: Rule, config: WatcherConfig, prometheus_client: Any = None, prometheus_batch: Any = None
+) -> Source:
+    """The source for one rule; heavy modules (pandas, Evidently) load only for drift rules.
+
+    Prometheus sources given a `prometheus_batch` (of the same client) are measured together."""
     timeout = config.evaluation.timeout
     if rule.prometheus is not None:
         from watcher.rulefmt import MinSamplesQuery
@@ -73,6 +77,7 @@ def build_source(rule: Rule, config: WatcherConfig, prometheus_client: Any = Non
             rule.prometheus,
             min_samples_query=min_query.prometheus if min_query else None,
             min_samples=min_query.at_least if min_query else _min_samples_count(rule),
+            batch=prometheus_batch,
         )
     if rule.sql is not None:
         from watcher.sources.sql import SqlSource
@@ -95,15 +100,17 @@ def build_source(rule: Rule, config: WatcherConfig, prometheus_client: Any = Non
 
 
 def build_runtime_rules(rules: dict[str, Rule], config: WatcherConfig) -> dict[str, RuntimeRule]:
-    client = None
-    if config.prometheus is not None:
+    client = batch = None
+    if config.prometheus is not None and any(rule.prometheus is not None for rule in rules.values()):
         from watcher.sources.prometheus import PrometheusClient
+        from watcher.sources.prometheus_batch import PrometheusBatch
 
         client = PrometheusClient(
             config.prometheus.url, config.prometheus.header_values(), config.evaluation.timeout
         )
+        batch = PrometheusBatch(client)
     return {
-        rule_id: RuntimeRule(rule, build_source(rule, config, client), policy_for(rule))
+        rule_id: RuntimeRule(rule, build_source(rule, config, client, batch), policy_for(rule))
         for rule_id, rule in rules.items()
     }
 

@@ -33,6 +33,7 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util import Retry, Timeout
 
 from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
+from watcher.sources.base import SourceBatch
 
 # Prometheus error texts can be long (they quote the query); keep messages readable.
 _MAX_ERROR_TEXT = 500
@@ -100,6 +101,10 @@ class PrometheusClient:
         )
 
     @property
+    def timeout(self) -> timedelta:
+        return self._timeout
+
+    @property
     def display_url(self) -> str:
         """The URL without credentials, fit for messages."""
         return self._display_url
@@ -139,7 +144,11 @@ class PrometheusClient:
 
 
 class PrometheusSource:
-    """A rule's `prometheus:` query, with an optional `min_samples` guard."""
+    """A rule's `prometheus:` query, with an optional `min_samples` guard.
+
+    `batch`, when given, measures this source together with the other sources of its client in as
+    few requests as possible (see prometheus_batch); `measure` alone always asks on its own.
+    """
 
     def __init__(
         self,
@@ -147,20 +156,37 @@ class PrometheusSource:
         query: str,
         min_samples_query: str | None = None,
         min_samples: float | None = None,
+        batch: SourceBatch | None = None,
     ) -> None:
         self._client = client
         self._query = query
         self._min_samples_query = min_samples_query
         self._min_samples = min_samples
+        self.batch = batch
+
+    @property
+    def queries(self) -> tuple[str, ...]:
+        """The query, then the min_samples query when there is one."""
+        if self._min_samples_query is None:
+            return (self._query,)
+        return (self._query, self._min_samples_query)
 
     def measure(self, at: datetime) -> Measurement:
         answer = self._client.instant_query(self._query, at)
+        if isinstance(answer, SourceError) or self._min_samples_query is None:
+            return self.measure_answers([answer], at)
+        return self.measure_answers([answer, self._client.instant_query(self._min_samples_query, at)], at)
+
+    def measure_answers(self, answers: Sequence[QueryResult | SourceError], at: datetime) -> Measurement:
+        """The measurement from the answers to `queries`, in their order (the samples answer may be
+        missing when the main query failed)."""
+        answer = answers[0]
         if isinstance(answer, SourceError):
             return answer
         number = _one_number(answer, "query")
         if isinstance(number, SourceError):
             return number
-        samples = self._samples(at)
+        samples = self._samples(answers[1] if len(answers) > 1 else None)
         if isinstance(samples, SourceError | NoData):
             return samples
         if isinstance(number, NoData):
@@ -174,11 +200,10 @@ class PrometheusSource:
             evidence["samples_query"] = self._min_samples_query
         return Value(value=number.value, samples=samples, labels=number.labels, evidence=evidence)
 
-    def _samples(self, at: datetime) -> float | NoData | SourceError | None:
+    def _samples(self, answer: QueryResult | SourceError | None) -> float | NoData | SourceError | None:
         """How many observations stand behind the value, or NoData when below `min_samples`."""
-        if self._min_samples_query is None:
+        if self._min_samples_query is None or answer is None:
             return None
-        answer = self._client.instant_query(self._min_samples_query, at)
         if isinstance(answer, SourceError):
             return SourceError(answer.kind, f"min_samples query: {answer.message}", answer.retryable)
         number = _one_number(answer, "min_samples query")

@@ -1,0 +1,170 @@
+"""Many rules' queries in one request: the same answers as asking each, against a real Prometheus."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.slow_server import SlowHttpServer
+from tests.test_source_prometheus import (
+    ERROR_RATE,
+    LATENCY_P99,
+    MODEL,
+    SAMPLES,
+    T0,
+    TIMEOUT,
+    backfilled,
+)
+from watcher.model import ErrorKind, NoData, SourceError, Value
+from watcher.sources.base import measure_together
+from watcher.sources.prometheus import PrometheusClient, PrometheusSource
+from watcher.sources.prometheus_batch import (
+    BATCH_LABEL,
+    MAX_ENCODED_QUERY,
+    PrometheusBatch,
+    chunks,
+    combined_query,
+)
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["backfilled"]  # the module-scoped Prometheus fixture, shared with its source tests
+
+AT = T0 + timedelta(minutes=28)
+RAW_SERIES = f"request_seconds_count{{{MODEL}}}"
+BY_CODE = f"sum by (code) (rate(requests_total{{{MODEL}}}[5m]))"
+IDLE_RATIO = (
+    'sum(rate(requests_total{model="idle",code="500"}[5m])) / sum(rate(requests_total{model="idle"}[5m]))'
+)
+MISSING = "sum(rate(no_such_metric_total[5m]))"
+SCALAR = f"scalar(sum(rate(requests_total{{{MODEL}}}[5m])))"
+BROKEN = "sum(rate(requests_total[5m]"
+COMMENTED = f"sum(rate(requests_total{{{MODEL}}}[5m]))  # requests per second"
+
+Counter = Callable[[], int]
+
+
+def counting(client: PrometheusClient) -> Counter:
+    """Count the requests a real client sends (it still sends them)."""
+    calls = [0]
+    real = client.instant_query
+
+    def instant_query(query: str, at: datetime) -> object:
+        calls[0] += 1
+        return real(query, at)
+
+    client.instant_query = instant_query  # type: ignore[method-assign, assignment]
+    return lambda: calls[0]
+
+
+@pytest.fixture
+def client(backfilled: PrometheusServer) -> Iterator[PrometheusClient]:
+    client = PrometheusClient(backfilled.url, {}, TIMEOUT)
+    yield client
+    client.close()
+
+
+def sources(client: PrometheusClient, batch: PrometheusBatch, *queries: str) -> list[PrometheusSource]:
+    return [PrometheusSource(client, query, batch=batch) for query in queries]
+
+
+def test_a_batch_answers_what_each_query_answers_alone_in_one_request(client: PrometheusClient) -> None:
+    batch = PrometheusBatch(client)
+    group = [
+        *sources(client, batch, LATENCY_P99, ERROR_RATE, RAW_SERIES, BY_CODE, IDLE_RATIO, MISSING, COMMENTED),
+        PrometheusSource(client, ERROR_RATE, SAMPLES, 100, batch=batch),
+        PrometheusSource(client, ERROR_RATE, SAMPLES, 10_000, batch=batch),
+    ]
+    alone = [source.measure(AT) for source in group]
+    requests = counting(client)
+
+    together = batch.measure_many(group, AT)
+
+    assert together == alone
+    assert requests() == 1  # nine rules, seven distinct queries, one request
+    kinds = [type(measurement).__name__ for measurement in together]
+    assert kinds == ["Value", "Value", "Value", "SourceError", "NoData", "NoData", "Value", "Value", "NoData"]
+    raw = together[2]
+    assert isinstance(raw, Value)
+    assert BATCH_LABEL not in raw.labels
+    assert raw.labels["__name__"] == "request_seconds_count"
+    several = together[3]
+    assert isinstance(several, SourceError) and "returned 2 series" in several.message
+
+
+def test_a_bad_query_or_a_scalar_does_not_blind_the_rest_and_then_goes_alone(
+    client: PrometheusClient,
+) -> None:
+    batch = PrometheusBatch(client)
+    group = sources(client, batch, LATENCY_P99, BROKEN, ERROR_RATE, SCALAR)
+    alone = [source.measure(AT) for source in group]
+    requests = counting(client)
+
+    first = batch.measure_many(group, AT)
+    after_split = requests()
+    second = batch.measure_many(group, AT)
+
+    assert first == alone == second
+    assert isinstance(first[0], Value) and isinstance(first[2], Value) and isinstance(first[3], Value)
+    broken = first[1]
+    assert isinstance(broken, SourceError) and broken.kind is ErrorKind.BAD_QUERY
+    assert after_split == 1 + 4  # the failed batch, then each query on its own
+    assert batch.alone == {BROKEN, SCALAR}
+    assert requests() - after_split == 1 + 2  # the two good ones together, the two others alone
+
+
+def test_unreachable_prometheus_is_one_request_and_the_same_error_for_all() -> None:
+    client = PrometheusClient(f"http://127.0.0.1:{free_port()}", {}, TIMEOUT)
+    batch = PrometheusBatch(client)
+    requests = counting(client)
+
+    results = batch.measure_many(sources(client, batch, "sum(up)", "sum(a)", "sum(b)"), T0)
+
+    assert requests() == 1
+    assert all(isinstance(r, SourceError) and r.kind is ErrorKind.UNREACHABLE for r in results)
+    assert batch.alone == frozenset()
+
+
+def test_a_batch_that_times_out_asks_alone_only_within_one_more_timeout() -> None:
+    with SlowHttpServer(delay=30) as slow:
+        client = PrometheusClient(slow.url, {}, timedelta(seconds=1))
+        batch = PrometheusBatch(client)
+        queries = [f"sum(metric_{index})" for index in range(5)]
+
+        results = batch.measure_many(sources(client, batch, *queries), T0)
+        received = len(slow.requests)
+
+    assert all(isinstance(r, SourceError) and r.kind is ErrorKind.TIMEOUT for r in results)
+    # The batch, then one query alone (it timed out too, and used up the budget); not all five.
+    assert 2 <= received < 1 + len(queries)
+    assert queries[0] in batch.alone
+
+
+def test_measure_together_keeps_order_across_batched_and_lone_sources(client: PrometheusClient) -> None:
+    batch = PrometheusBatch(client)
+    lone = PrometheusSource(client, MISSING)  # no batch: measured on its own
+    group = [sources(client, batch, LATENCY_P99)[0], lone, sources(client, batch, ERROR_RATE)[0]]
+
+    results = measure_together(group, AT)
+
+    assert results == [source.measure(AT) for source in group]
+    assert isinstance(results[1], NoData)
+
+
+def test_long_groups_are_split_into_requests_within_the_url_limit() -> None:
+    queries = [
+        f'sum(rate(http_requests_total{{model="model-{index:03d}",code=~"5.."}}[5m]))' for index in range(200)
+    ]
+
+    runs = chunks(queries)
+
+    assert [query for run in runs for query in run] == queries
+    assert len(runs) > 1
+    from urllib.parse import quote
+
+    assert all(len(quote(combined_query(run), safe="")) <= MAX_ENCODED_QUERY for run in runs)
+    huge = "sum(x)" + " + sum(x)" * 2000
+    assert chunks([huge, "sum(y)"]) == [[huge], ["sum(y)"]]  # a query over the limit still goes, alone
