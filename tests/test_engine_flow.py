@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.support.harness import Harness
+from tests.support.harness import RULE, Harness
 from tests.support.mlflow_registry import build_registry
 from tests.support.services import fresh_postgres_schema
 from tests.support.workspace import DEFAULT_RULES, make_workspace
@@ -204,3 +204,27 @@ def test_a_second_rule_firing_while_the_rollback_is_verified_only_notifies(
         assert workspace.champion() == "2"
     finally:
         h.close()
+
+
+def test_a_groups_quiet_writes_wait_for_write_quiet_and_a_breach_does_not(harness: Harness) -> None:
+    from watcher.engine import QuietWrite
+
+    runtime = harness.rules[RULE]
+    quiet: list[QuietWrite] = []
+    harness.workspace.set_value(0.01)
+    [measurement], share = harness.engine.measure_group([runtime], T0)
+
+    harness.engine.settle(runtime, measurement, T0, share, quiet)
+
+    assert [write.rule_id for write in quiet] == [RULE]
+    assert RULE not in harness.store.rule_states()  # deferred to the group's one transaction
+    harness.engine.write_quiet(quiet, T0)
+    assert harness.store.rule_states()[RULE].status.last_evaluated_at == T0
+
+    # Not quiet (a breach starts): written at once, whatever list is passed.
+    harness.workspace.set_value(0.2)
+    [measurement], share = harness.engine.measure_group([runtime], T0 + timedelta(seconds=30))
+    later: list[QuietWrite] = []
+    harness.engine.settle(runtime, measurement, T0 + timedelta(seconds=30), share, later)
+    assert later == []
+    assert harness.store.rule_states()[RULE].status.state is RuleState.PENDING

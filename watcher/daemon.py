@@ -30,7 +30,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watcher import systemd
 from watcher.config import WatcherConfig
 from watcher.dispatch import RollbackDispatcher
-from watcher.engine import Engine, utc_now
+from watcher.engine import Engine, QuietWrite, utc_now
 from watcher.metrics import Metrics
 from watcher.ruleset import RuleBook, evaluation_groups
 from watcher.store import migrate
@@ -278,14 +278,19 @@ class Daemon:
             log.exception("evaluation of %s failed", key, extra={"event": "tick_failed", "group": key})
             measurements, share = [], 0.0
         opened = False
+        quiet_writes: list[QuietWrite] = []
         for runtime, measurement in zip(runtimes, measurements, strict=False):
             try:
-                result = self.engine.settle(runtime, measurement, at, share)
+                result = self.engine.settle(runtime, measurement, at, share, quiet_writes)
                 opened = opened or result.incident_opened is not None
             except Exception:  # one rule's failure leaves the others of its group alone
                 log.exception(
                     "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
                 )
+        try:
+            self.engine.write_quiet(quiet_writes, at)
+        except Exception:  # quiet states are what a restart assumes anyway; the next tick retries
+            log.exception("writing quiet rule states failed", extra={"event": "tick_failed", "group": key})
         if opened and not self.dry_run:
             # Act now rather than on the worker's next pass: the rollback is what matters.
             try:

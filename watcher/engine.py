@@ -44,6 +44,16 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True)
+class QuietWrite:
+    """A quiet rule's periodic state write, deferred to be made with its group's."""
+
+    rule_id: str
+    state_hash: str
+    content_hash: str
+    status: RuleStatus
+
+
+@dataclass(frozen=True)
 class TickResult:
     rule_id: str
     measurement: Measurement
@@ -113,9 +123,17 @@ class Engine:
         return measurements, (time.perf_counter() - started) / max(1, len(runtimes))
 
     def settle(
-        self, runtime: RuntimeRule, measurement: Measurement, now: datetime, measured_seconds: float
+        self,
+        runtime: RuntimeRule,
+        measurement: Measurement,
+        now: datetime,
+        measured_seconds: float,
+        quiet_writes: list[QuietWrite] | None = None,
     ) -> TickResult:
-        """Step the rule's state machine on its measurement and persist what changed."""
+        """Step the rule's state machine on its measurement and persist what changed.
+
+        With `quiet_writes`, a quiet rule's periodic state write is appended there instead, for
+        `write_quiet` to make together with its group's in one transaction."""
         started = time.perf_counter()
         rule = runtime.rule
         previous = self.status(rule.id)
@@ -123,9 +141,14 @@ class Engine:
         context = self._firing_context(runtime, transition, now) if transition.fired else None
         opened: int | None = None
         if not self.dry_run and self._worth_writing(rule.id, transition, now):
-            opened = self._persist(runtime, transition, measurement, context, now)
-            with self._lock:
-                self._persisted_at[rule.id] = now
+            if quiet_writes is not None and self._quiet(rule.id, transition):
+                quiet_writes.append(
+                    QuietWrite(rule.id, rule.state_hash, rule.content_hash, transition.current)
+                )
+            else:
+                opened = self._persist(runtime, transition, measurement, context, now)
+                with self._lock:
+                    self._persisted_at[rule.id] = now
         with self._lock:
             self._statuses[rule.id] = transition.current
         seconds = measured_seconds + time.perf_counter() - started
@@ -175,19 +198,32 @@ class Engine:
         )
         return incident_flow.FiringContext(live_version=live, choice=choice, decision=decision)
 
-    def _worth_writing(self, rule_id: str, transition: Transition, now: datetime) -> bool:
-        """A quiet rule (inactive, still inactive, nothing open, health unchanged) is written at most
-        once a minute: its state is the default one a restart would assume anyway, and a write per
-        evaluation would be most of the daemon's work."""
+    def write_quiet(self, writes: Sequence[QuietWrite], now: datetime) -> None:
+        """Write quiet rules' states in one transaction (a group's worth, not one each)."""
+        if not writes or self.dry_run:
+            return
+        with self.store.transaction() as tx:
+            for write in writes:
+                tx.save_rule_status(write.rule_id, write.state_hash, write.content_hash, write.status, now)
+        with self._lock:
+            for write in writes:
+                self._persisted_at[write.rule_id] = now
+
+    def _quiet(self, rule_id: str, transition: Transition) -> bool:
+        """Inactive, still inactive, nothing open, health unchanged."""
         previous, current = transition.previous, transition.current
-        quiet = (
+        return (
             previous.state is RuleState.INACTIVE
             and current.state is RuleState.INACTIVE
             and previous.consecutive_errors == current.consecutive_errors
             and previous.unhealthy == current.unhealthy
             and rule_id not in self._open_incident_rules
         )
-        if not quiet:
+
+    def _worth_writing(self, rule_id: str, transition: Transition, now: datetime) -> bool:
+        """A quiet rule is written at most once a minute: its state is the default one a restart
+        would assume anyway, and a write per evaluation would be most of the daemon's work."""
+        if not self._quiet(rule_id, transition):
             return True
         with self._lock:
             last = self._persisted_at.get(rule_id)
@@ -235,6 +271,8 @@ class Engine:
         incident = tx.open_incident_for_rule(runtime.rule.id)
         if incident is None:
             return False
+        if transition.current.state is not RuleState.INACTIVE and not _verification_due(incident, now):
+            return True  # still firing and nothing due: the common case, spared two lookups
         self._verify_if_due(tx, runtime, incident, transition, now)
         incident = tx.incident(incident.id)
         if (
@@ -248,9 +286,7 @@ class Engine:
     def _verify_if_due(
         self, tx: Tx, runtime: RuntimeRule, incident: IncidentRecord, transition: Transition, now: datetime
     ) -> None:
-        if incident.status is not IncidentStatus.VERIFYING or incident.verify_due_at is None:
-            return
-        if now < incident.verify_due_at:
+        if not _verification_due(incident, now):
             return
         verdict = decide_verification(transition.outcome, incident.verify_attempts + 1)
         incident_flow.record_verification(
@@ -284,3 +320,8 @@ class Engine:
                 "error": measurement.message if isinstance(measurement, SourceError) else None,
             },
         )
+
+
+def _verification_due(incident: IncidentRecord, now: datetime) -> bool:
+    due = incident.verify_due_at
+    return incident.status is IncidentStatus.VERIFYING and due is not None and now >= due

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -28,12 +30,24 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EVALUATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
+@dataclass
+class _RuleSeries:
+    """One rule's labelled children."""
+
+    evaluations: dict[Outcome, Any]
+    last_seconds: Any
+    states: dict[RuleState, Any]
+    unhealthy: Any
+    missed: Any
+    state: RuleState = RuleState.INACTIVE
+
+
 class Metrics:
     """Thread-safe: the scheduler's workers, the dispatcher and the HTTP server all call in."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self._known_rules: set[str] = set()
+        self._rules: dict[str, _RuleSeries] = {}
         self._lock = threading.Lock()
         self._evaluations = Counter(
             "watcher_rule_evaluations",  # the client adds the _total suffix
@@ -88,25 +102,28 @@ class Metrics:
 
     # --- rules ------------------------------------------------------------------------------------
     def observe_tick(self, rule_id: str, transition: Transition, seconds: float) -> None:
-        self._ensure_rule(rule_id)
-        self._evaluations.labels(rule=rule_id, outcome=transition.outcome.value).inc()
+        series = self._rule(rule_id)
+        series.evaluations[transition.outcome].inc()
         self._evaluation_seconds.observe(seconds)
-        self._last_evaluation_seconds.labels(rule=rule_id).set(seconds)
-        self._set_state(rule_id, transition.current.state)
-        self._unhealthy.labels(rule=rule_id).set(1 if transition.current.unhealthy else 0)
+        series.last_seconds.set(seconds)
+        current = transition.current.state
+        if series.state is not current:  # three gauge writes only when the state moves
+            for state, gauge in series.states.items():
+                gauge.set(1 if state is current else 0)
+            series.state = current
+        series.unhealthy.set(1 if transition.current.unhealthy else 0)
 
     def missed_run(self, rule_id: str) -> None:
-        self._ensure_rule(rule_id)
-        self._missed.labels(rule=rule_id).inc()
+        self._rule(rule_id).missed.inc()
 
     def rule_unhealthy(self, rule_id: str, unhealthy: bool) -> None:
-        self._ensure_rule(rule_id)
-        self._unhealthy.labels(rule=rule_id).set(1 if unhealthy else 0)
+        self._rule(rule_id).unhealthy.set(1 if unhealthy else 0)
 
     def forget_rule(self, rule_id: str) -> None:
         """Drop every series of a rule that was unloaded, so it stops being exported."""
         with self._lock:
-            self._known_rules.discard(rule_id)
+            if self._rules.pop(rule_id, None) is None:
+                return
             for outcome in Outcome:
                 self._evaluations.remove(rule_id, outcome.value)
             for state in RuleState:
@@ -115,23 +132,25 @@ class Metrics:
             self._unhealthy.remove(rule_id)
             self._last_evaluation_seconds.remove(rule_id)
 
-    def _ensure_rule(self, rule_id: str) -> None:
+    def _rule(self, rule_id: str) -> _RuleSeries:
+        """The rule's series, created in full the first time it is seen (looking a labelled child
+        up costs more than the update itself, so each rule's children are kept)."""
+        series = self._rules.get(rule_id)
+        if series is not None:
+            return series
         with self._lock:
-            if rule_id in self._known_rules:
-                return
-            self._known_rules.add(rule_id)
-            for outcome in Outcome:
-                self._evaluations.labels(rule=rule_id, outcome=outcome.value)
-            for state in RuleState:
-                self._state.labels(rule=rule_id, state=state.value).set(
-                    1 if state is RuleState.INACTIVE else 0
+            series = self._rules.get(rule_id)
+            if series is None:
+                series = _RuleSeries(
+                    evaluations={o: self._evaluations.labels(rule=rule_id, outcome=o.value) for o in Outcome},
+                    last_seconds=self._last_evaluation_seconds.labels(rule=rule_id),
+                    states={s: self._state.labels(rule=rule_id, state=s.value) for s in RuleState},
+                    unhealthy=self._unhealthy.labels(rule=rule_id),
+                    missed=self._missed.labels(rule=rule_id),
                 )
-            self._missed.labels(rule=rule_id)
-            self._unhealthy.labels(rule=rule_id).set(0)
-
-    def _set_state(self, rule_id: str, current: RuleState) -> None:
-        for state in RuleState:
-            self._state.labels(rule=rule_id, state=state.value).set(1 if state is current else 0)
+                series.states[RuleState.INACTIVE].set(1)
+                self._rules[rule_id] = series
+            return series
 
     # --- rollbacks and queues ---------------------------------------------------------------------
     def rollback(self, target: str, result: str) -> None:
