@@ -185,7 +185,9 @@ def measure_watcher(
     daemon = s.Watcher(config, port, work / "watcher" / "watcher.log")
     try:
         ready = daemon.wait_ready()
-        first = s.first_cycle_start(prometheus.query_log, len(rules), daemon.spawned_wall)
+        first = s.first_cycle_start(
+            prometheus.query_log, len(rules), daemon.spawned_wall, s.query_uses(rules)
+        )
         time.sleep(max(0.0, first + s.INTERVAL - SETTLE - time.time()))
         start = read_window(prometheus, daemon.pid, daemon.metrics)
         time.sleep(duration)
@@ -194,7 +196,7 @@ def measure_watcher(
     finally:
         daemon.stop()
     # Queries logged after the window closed still complete (and so drop) a cycle it cut short.
-    logged = s.read_query_log(prometheus.query_log, start.log_offset)
+    logged = s.read_query_log(prometheus.query_log, start.log_offset, s.query_uses(rules))
     queries = [q for q in logged if not q.from_rule_engine]
     in_window = [q for q in queries if q.at <= end.at]
     return watcher_run(start, end, in_window, baseline), cycles(queries, (start.at, end.at)), ready, peak_rss
@@ -377,8 +379,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scrape-interval", default="2s")
     parser.add_argument("--starts", type=int, default=3, help="restarts measured per rule count")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--shared-queries",
+        action="store_true",
+        help="let rules of a file share queries, as the templates repeat (watcher asks each once)",
+    )
     options = parser.parse_args(argv)
-    rules, few = s.rule_specs(options.models, options.rules_per_model), s.rule_specs(1, 5)
+    rules = s.rule_specs(options.models, options.rules_per_model, shared=options.shared_queries)
+    few = s.rule_specs(1, 5)
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     exporter = s.ModelExporter(s.model_names(options.models))
     prometheus = s.Prometheus(work / "prometheus", exporter.target, options.scrape_interval)
@@ -402,7 +410,8 @@ def main(argv: list[str]) -> int:
         prometheus.stop()
         exporter.close()
     header = (
-        f"{len(rules)} rules ({options.models} files x {options.rules_per_model}), every 15s, against a "
+        f"{len(rules)} rules ({options.models} files x {options.rules_per_model}, "
+        f"{len({r.query for r in rules})} distinct queries), every 15s, against a "
         f"real Prometheus scraping {options.models} models every {options.scrape_interval}; "
         f"{options.duration:.0f} s windows; {os.cpu_count()} CPUs, load average {load} at start;\n"
         f"the watcher phase's own start (fresh database) took {first_start:.2f} s"
