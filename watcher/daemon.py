@@ -242,6 +242,7 @@ class Daemon:
             for job in self.scheduler.get_jobs():
                 if job.id.startswith(GROUP_JOB) and job.id[len(GROUP_JOB) :] not in wanted:
                     job.remove()
+                    self._anchors.pop(job.id[len(GROUP_JOB) :], None)
             for rule_id in self._scheduled_rules - runtime.keys():
                 self.metrics.forget_rule(rule_id)
             self._groups = wanted

@@ -93,19 +93,20 @@ class SlowHttpServer(CannedHttpServer):
 def _handler_for(state: _State) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self._answer()
+            self._answer(b"")
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
-            self._answer()
+            self._answer(self.rfile.read(length))
 
-        def _answer(self) -> None:
+        def _answer(self, body: bytes) -> None:
             parts = urlsplit(self.path)
+            # The parameters of a GET's query string and of a POSTed form alike.
+            query = parse_qs(parts.query)
+            if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+                query.update(parse_qs(body.decode("utf-8", "replace")))
             with state.lock:
-                state.requests.append(
-                    RecordedRequest(self.command, parts.path, parse_qs(parts.query), dict(self.headers))
-                )
+                state.requests.append(RecordedRequest(self.command, parts.path, query, dict(self.headers)))
                 answer = state.answer
             if answer.delay and state.closing.wait(answer.delay):
                 return

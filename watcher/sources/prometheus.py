@@ -1,12 +1,13 @@
 """Prometheus as a source: one instant query evaluated at the rule's evaluation time.
 
-Built on prometheus-api-client's PrometheusConnect, configured so that one query is one HTTP
-request bounded by the evaluation timeout: the library's default urllib3 Retry (3 retries with
-backoff) would turn a 1 s timeout into about 10 s, so it is replaced by a Retry that never retries,
-and every request carries a urllib3 Timeout whose `total` covers connecting and waiting for the
-answer. Prometheus is also told the same `timeout`, so it abandons the evaluation itself. (urllib3
-gives each socket read what is left of the total when it starts waiting for the answer; only a
-server trickling its answer byte by byte could stretch one request past it.)
+One query is one HTTP request bounded by the evaluation timeout: a POST of the form to
+/api/v1/query (as Grafana sends it: a batch of a rule file's queries is long, and a URL that long
+is refused by many proxies), through a requests session whose urllib3 Retry never retries (the
+default of prometheus-api-client, 3 retries with backoff, turned a 1 s timeout into about 10 s),
+with a urllib3 Timeout whose `total` covers connecting and waiting for the answer. Prometheus is
+also told the same `timeout`, so it abandons the evaluation itself. (urllib3 gives each socket
+read what is left of the total when it starts waiting for the answer; only a server trickling its
+answer byte by byte could stretch one request past it.)
 
 Answers are read explicitly: one series (or a scalar) is a Value; an empty vector or NaN is
 NoData; several series are an error (a rule's query must aggregate to one number); +Inf/-Inf are
@@ -15,11 +16,9 @@ an error. Nothing is retried here: the next evaluation is the retry.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,8 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util import Retry, Timeout
 
@@ -90,15 +88,14 @@ class PrometheusClient:
         session.proxies.update(requests.utils.get_environ_proxies(self._url))
         session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         session.trust_env = False
-        headers = {"Accept-Encoding": "identity", **headers}
+        session.headers.update({"Accept-Encoding": "identity", **headers})
         # Retry(0, read=False) is requests' own default: no second try, and a read timeout
         # surfaces as ReadTimeout instead of a generic "max retries exceeded".
-        self._connect = PrometheusConnect(
-            url=self._url,
-            headers=dict(headers),
-            retry=Retry(total=0, read=False, redirect=False),
-            session=session,
-        )
+        adapter = HTTPAdapter(max_retries=Retry(total=0, read=False, redirect=False))
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        self._session = session
+        self._endpoint = f"{self._url}/api/v1/query"
 
     @property
     def timeout(self) -> timedelta:
@@ -110,30 +107,31 @@ class PrometheusClient:
         return self._display_url
 
     def close(self) -> None:
-        self._connect.close()
+        self._session.close()
 
     def instant_query(self, query: str, at: datetime) -> QueryResult | SourceError:
         """Evaluate `query` at `at` (timezone-aware) with one bounded HTTP request."""
         if at.tzinfo is None:
             raise ValueError("evaluation time must be timezone-aware")
         seconds = self._timeout.total_seconds()
-        params = {"time": f"{at.timestamp():.3f}", "timeout": f"{seconds:.3f}"}
+        form = {"query": query, "time": f"{at.timestamp():.3f}", "timeout": f"{seconds:.3f}"}
         try:
-            raw = self._connect.custom_query(
-                query, params=params, timeout=Timeout(connect=seconds, read=seconds, total=seconds)
-            )
-        except PrometheusApiClientException as error:
-            return self._scrubbed(_http_error(error, self._display_url))
-        # requests' JSONDecodeError is also a RequestException: it must be caught first.
-        except (requests.JSONDecodeError, KeyError, TypeError) as error:
+            # requests hands a urllib3 Timeout through as it is (its stubs only know floats).
+            bounded: Any = Timeout(connect=seconds, read=seconds, total=seconds)
+            response = self._session.post(self._endpoint, data=form, timeout=bounded)
+        except requests.RequestException as error:
+            return self._scrubbed(_transport_error(error, self._display_url))
+        if response.status_code != 200:
+            return self._scrubbed(_http_error(response.status_code, response.content, self._display_url))
+        try:
+            raw = response.json()["data"]["result"]
+        except (ValueError, KeyError, TypeError) as error:  # requests' JSONDecodeError is a ValueError
             # A 200 whose body is not the API's JSON (a proxy's login page, a wrong path, ...).
             return SourceError(
                 ErrorKind.BAD_ANSWER,
                 f"{self._display_url} did not answer with Prometheus API JSON ({type(error).__name__})",
                 retryable=False,
             )
-        except requests.RequestException as error:
-            return self._scrubbed(_transport_error(error, self._display_url))
         return _parse_result(raw)
 
     def _scrubbed(self, error: SourceError) -> SourceError:
@@ -282,9 +280,8 @@ def _float(text: Any) -> float | None:
         return None
 
 
-def _http_error(error: PrometheusApiClientException, where: str) -> SourceError:
+def _http_error(status: int, body: bytes, where: str) -> SourceError:
     """Map a non-200 answer to an error, keeping Prometheus' own explanation."""
-    status, body = _status_and_body(str(error))
     error_type, text = _api_error(body)
     detail = text or _short(body.decode("utf-8", "replace")) or "no explanation"
     if status in (400, 422):
@@ -299,18 +296,6 @@ def _http_error(error: PrometheusApiClientException, where: str) -> SourceError:
     if status == 429 or status >= 500:
         return SourceError(ErrorKind.UNREACHABLE, f"{where} answered HTTP {status}: {detail}", True)
     return SourceError(ErrorKind.BAD_ANSWER, f"{where} answered HTTP {status}: {detail}", False)
-
-
-def _status_and_body(message: str) -> tuple[int, bytes]:
-    """prometheus-api-client reports a non-200 as 'HTTP Status Code <n> (<repr of the body>)'."""
-    match = re.fullmatch(r"HTTP Status Code (\d+) \((.*)\)", message, flags=re.DOTALL)
-    if match is None:
-        return 0, b""
-    try:
-        body = ast.literal_eval(match.group(2))
-    except (ValueError, SyntaxError):
-        body = b""
-    return int(match.group(1)), body if isinstance(body, bytes) else b""
 
 
 def _api_error(body: bytes) -> tuple[str, str]:

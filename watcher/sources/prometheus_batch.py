@@ -24,7 +24,6 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
-from urllib.parse import quote
 
 from watcher.model import ErrorKind, Measurement, SourceError
 from watcher.sources.prometheus import (
@@ -39,8 +38,10 @@ from watcher.sources.prometheus import (
 log = logging.getLogger(__name__)
 
 BATCH_LABEL = "__watcher_query__"
-# A batch goes out as a GET; its URL-encoded query stays under what common proxies accept (8 KiB).
-MAX_ENCODED_QUERY = 6000
+# A batch is one POSTed query; these bound how much one request asks of Prometheus (all of it must
+# finish within the evaluation timeout).
+MAX_BATCH_QUERIES = 64
+MAX_BATCH_CHARS = 256 * 1024
 # Failures that one query of the batch could have caused: worth asking each query on its own.
 _ISOLATE = frozenset({ErrorKind.BAD_QUERY, ErrorKind.BAD_ANSWER, ErrorKind.TIMEOUT})
 
@@ -70,20 +71,19 @@ def split_answer(result: QueryResult, count: int) -> list[InstantVector] | None:
     return [InstantVector(tuple(bucket)) for bucket in buckets]
 
 
-def chunks(queries: Sequence[str], limit: int = MAX_ENCODED_QUERY) -> list[list[str]]:
-    """Consecutive runs of queries whose combined, URL-encoded query stays within `limit` (a query
-    too long for any batch goes alone)."""
-    separator = len(quote(" or ", safe=""))
+def chunks(
+    queries: Sequence[str], most: int = MAX_BATCH_QUERIES, chars: int = MAX_BATCH_CHARS
+) -> list[list[str]]:
+    """Consecutive runs of at most `most` queries and `chars` characters (a query longer than that
+    goes alone)."""
     runs: list[list[str]] = [[]]
     size = 0
     for query in queries:
-        arm = len(quote(labelled_arm(query, len(runs[-1])), safe=""))
-        if runs[-1] and size + separator + arm > limit:
+        if runs[-1] and (len(runs[-1]) >= most or size + len(query) > chars):
             runs.append([])
-            arm = len(quote(labelled_arm(query, 0), safe=""))
             size = 0
-        size += arm + (separator if runs[-1] else 0)
         runs[-1].append(query)
+        size += len(query)
     return [run for run in runs if run]
 
 
