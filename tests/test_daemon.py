@@ -229,7 +229,7 @@ def test_bad_rule_file_dropped_in_keeps_good_rules_running(tmp_path: Path, regis
 
 
 def test_ticks_measure_at_their_scheduled_slot() -> None:
-    from watcher.daemon import scheduled_time
+    from watcher.scheduling import scheduled_time
 
     anchor = datetime(2026, 1, 1, tzinfo=UTC)
     step = timedelta(seconds=15)

@@ -16,14 +16,12 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -32,7 +30,8 @@ from watcher.config import WatcherConfig
 from watcher.dispatch import RollbackDispatcher
 from watcher.engine import Engine, QuietWrite, utc_now
 from watcher.metrics import Metrics
-from watcher.ruleset import RuleBook, evaluation_groups
+from watcher.ruleset import RuleBook
+from watcher.scheduling import GroupJobs
 from watcher.store import migrate
 from watcher.store.database import is_sqlite, open_engine
 from watcher.store.queue import WorkQueue
@@ -46,30 +45,10 @@ log = logging.getLogger(__name__)
 
 LEADER_LEASE = "leader"
 SHUTDOWN_GRACE = 20.0  # seconds to let in-flight evaluations finish after SIGTERM
-GROUP_JOB = "eval:"  # scheduler job id prefix of an evaluation group
 
 
 class SingleReplicaError(RuntimeError):
     pass
-
-
-def scheduled_time(anchor: datetime, interval: timedelta, now: datetime) -> datetime:
-    """The slot a tick belongs to, as Prometheus evaluates a group at its own aligned timestamps.
-
-    Threads start a few milliseconds late; measuring at wall time would make a `for: 1m` seen
-    at 59.99 s fire one whole interval late. A tick more than half an interval late uses `now`.
-    """
-    if now < anchor or interval <= timedelta(0):
-        return now
-    slot = anchor + interval * ((now - anchor) // interval)
-    return slot if now - slot <= interval / 2 else now
-
-
-def spread_offset(rule_id: str, interval: timedelta) -> timedelta:
-    """Where in its interval a rule runs: a stable spread, as Prometheus offsets its groups, so that
-    a thousand rules with one interval do not all fire in the same instant."""
-    slots = max(1, int(interval.total_seconds() * 1000))
-    return timedelta(milliseconds=zlib.crc32(rule_id.encode()) % slots)
 
 
 def replica_id() -> str:
@@ -129,9 +108,7 @@ class Daemon:
         self._ttl = max(config.evaluation.every, timedelta(seconds=5))
         self.http: Any = None
         self.socket_mode: Any = None
-        self._anchors: dict[str, tuple[datetime, timedelta]] = {}  # by group key
-        self._groups: dict[str, tuple[str, ...]] = {}
-        self._scheduled_rules: set[str] = set()
+        self.jobs = GroupJobs(self.scheduler, self._tick, self.metrics)
 
     # --- start-up ----------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -164,7 +141,6 @@ class Daemon:
 
     def start(self) -> None:
         self.prepare()
-        self.scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
         self._schedule_rules()
         every = self._ttl.total_seconds()
         self.scheduler.add_job(
@@ -234,45 +210,16 @@ class Daemon:
 
     # --- jobs -----------------------------------------------------------------------------------
     def _schedule_rules(self) -> None:
-        """One job per evaluation group (a rule file's Prometheus rules of one interval, or a single
-        SQL or drift rule), placed in its interval by a stable spread."""
-        with self._jobs_lock:
-            runtime = self.rules.current.runtime
-            wanted = evaluation_groups(runtime)
-            for job in self.scheduler.get_jobs():
-                if job.id.startswith(GROUP_JOB) and job.id[len(GROUP_JOB) :] not in wanted:
-                    job.remove()
-                    self._anchors.pop(job.id[len(GROUP_JOB) :], None)
-            for rule_id in self._scheduled_rules - runtime.keys():
-                self.metrics.forget_rule(rule_id)
-            self._groups = wanted
-            self._scheduled_rules = set(runtime)
-            for key, members in wanted.items():
-                if self.scheduler.get_job(GROUP_JOB + key) is not None:
-                    continue  # the key holds the interval: an existing job keeps its place
-                interval = runtime[members[0]].rule.interval
-                anchor = utc_now() + spread_offset(key, interval)
-                self._anchors[key] = (anchor, interval)
-                seconds = interval.total_seconds()
-                self.scheduler.add_job(
-                    self._tick,
-                    "interval",
-                    seconds=seconds,
-                    args=[key],
-                    id=GROUP_JOB + key,
-                    misfire_grace_time=max(1, int(seconds / 2)),
-                    next_run_time=anchor,
-                )
+        self.jobs.sync(self.rules.current.runtime, utc_now())
 
     def _tick(self, key: str) -> None:
         if not self.is_leader or self.stopping.is_set():
             return
         current = self.rules.current.runtime
-        runtimes = [current[rule_id] for rule_id in self._groups.get(key, ()) if rule_id in current]
+        runtimes = [current[rule_id] for rule_id in self.jobs.members(key) if rule_id in current]
         if not runtimes:
             return
-        anchor, interval = self._anchors.get(key, (utc_now(), runtimes[0].rule.interval))
-        at = scheduled_time(anchor, interval, utc_now())
+        at = self.jobs.slot(key, runtimes[0].rule.interval, utc_now())
         try:
             measurements, share = self.engine.measure_group(runtimes, at)
         except Exception:  # the next tick is the retry; the state in the database is untouched
@@ -299,15 +246,6 @@ class Daemon:
             except Exception:
                 log.exception("dispatch after an incident failed", extra={"event": "dispatch_failed"})
         self.last_beat = time.monotonic()
-
-    def _on_missed(self, event: JobExecutionEvent) -> None:
-        if not event.job_id.startswith(GROUP_JOB):
-            return
-        for rule_id in self._groups.get(event.job_id[len(GROUP_JOB) :], ()):
-            self.metrics.missed_run(rule_id)
-            log.warning(
-                "missed a scheduled evaluation of %s", rule_id, extra={"event": "missed_run", "rule": rule_id}
-            )
 
     def _renew_lease(self) -> None:
         try:
