@@ -28,7 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from watcher import systemd
 from watcher.config import WatcherConfig
 from watcher.dispatch import RollbackDispatcher
-from watcher.engine import Engine, QuietWrite, utc_now
+from watcher.engine import Engine, utc_now
 from watcher.metrics import Metrics
 from watcher.ruleset import RuleBook
 from watcher.scheduling import GroupJobs
@@ -219,26 +219,8 @@ class Daemon:
         runtimes = [current[rule_id] for rule_id in self.jobs.members(key) if rule_id in current]
         if not runtimes:
             return
-        at = self.jobs.slot(key, runtimes[0].rule.interval, utc_now())
-        try:
-            measurements, share = self.engine.measure_group(runtimes, at)
-        except Exception:  # the next tick is the retry; the state in the database is untouched
-            log.exception("evaluation of %s failed", key, extra={"event": "tick_failed", "group": key})
-            measurements, share = [], 0.0
-        opened = False
-        quiet_writes: list[QuietWrite] = []
-        for runtime, measurement in zip(runtimes, measurements, strict=False):
-            try:
-                result = self.engine.settle(runtime, measurement, at, share, quiet_writes)
-                opened = opened or result.incident_opened is not None
-            except Exception:  # one rule's failure leaves the others of its group alone
-                log.exception(
-                    "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
-                )
-        try:
-            self.engine.write_quiet(quiet_writes, at)
-        except Exception:  # quiet states are what a restart assumes anyway; the next tick retries
-            log.exception("writing quiet rule states failed", extra={"event": "tick_failed", "group": key})
+        results = self.engine.tick_group(runtimes, self.jobs.slot(key, runtimes[0].rule.interval, utc_now()))
+        opened = any(result.incident_opened is not None for result in results)
         if opened and not self.dry_run:
             # Act now rather than on the worker's next pass: the rollback is what matters.
             try:
@@ -376,11 +358,7 @@ def run_forever(daemon: Daemon) -> int:
 def run_once(daemon: Daemon) -> int:
     """Evaluate every rule once, carry out what that decided, deliver messages, exit."""
     daemon.prepare()
-    now = utc_now()
-    runtimes = list(daemon.rules.current.runtime.values())
-    measurements, share = daemon.engine.measure_group(runtimes, now)
-    for runtime, measurement in zip(runtimes, measurements, strict=True):
-        daemon.engine.settle(runtime, measurement, now, share)
+    daemon.engine.tick_group(list(daemon.rules.current.runtime.values()), utc_now())
     if not daemon.dry_run:
         daemon.dispatcher.run_due(utc_now())
     if daemon.outbox is not None:

@@ -122,6 +122,30 @@ class Engine:
         measurements = measure_together([runtime.source for runtime in runtimes], now)
         return measurements, (time.perf_counter() - started) / max(1, len(runtimes))
 
+    def tick_group(self, runtimes: Sequence[RuntimeRule], now: datetime) -> list[TickResult]:
+        """One tick of an evaluation group: measure together, settle each rule, write the quiet
+        ones' states in one transaction. A rule that fails is logged and left out of the results;
+        the others go on (its state in the database is untouched: the next tick is the retry)."""
+        try:
+            measurements, share = self.measure_group(runtimes, now)
+        except Exception:
+            log.exception("measuring %d rules failed", len(runtimes), extra={"event": "tick_failed"})
+            return []
+        results: list[TickResult] = []
+        quiet_writes: list[QuietWrite] = []
+        for runtime, measurement in zip(runtimes, measurements, strict=True):
+            try:
+                results.append(self.settle(runtime, measurement, now, share, quiet_writes))
+            except Exception:
+                log.exception(
+                    "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
+                )
+        try:
+            self.write_quiet(quiet_writes, now)
+        except Exception:  # quiet states are what a restart assumes anyway; the next tick retries
+            log.exception("writing quiet rule states failed", extra={"event": "tick_failed"})
+        return results
+
     def settle(
         self,
         runtime: RuntimeRule,
