@@ -45,9 +45,9 @@ from scipy import stats
 from scipy.spatial import distance
 
 from watcher.model import DriftMethod
-from watcher.sources import drift_run
-from watcher.sources.drift import DriftSource
-from watcher.sources.drift_cache import ReferenceCache
+from watcher.sources.drift import run as drift_run
+from watcher.sources.drift.cache import ReferenceCache
+from watcher.sources.drift.source import DriftSource
 
 NUMERIC_COLUMNS = 14
 CATEGORICAL_COLUMNS = 6

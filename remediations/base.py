@@ -2,7 +2,7 @@
 
 An adapter moves one target (a registry alias, a deployment, a switch behind a webhook, ...) from
 one model version to another. Expected failures are returned as typed outcomes, never raised; an
-adapter says whether a failure is worth retrying, and the retry loop lives in watcher.dispatch.
+adapter says whether a failure is worth retrying, and the retry loop lives in watcher.incidents.dispatch.
 
 Adapters are registered under the entry point group ``watcher.remediations``: the entry point's
 name is the ``adapter:`` value of a target in watcher.yaml and it loads an ``AdapterFactory``.

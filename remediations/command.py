@@ -34,7 +34,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from remediations.base import (
+from watcher.remediations.base import (
     AdapterFailure,
     AdapterSettings,
     LiveVersion,
@@ -45,14 +45,14 @@ from remediations.base import (
     VerifyOutcome,
     VersionInfo,
 )
-from remediations.templating import (
+from watcher.remediations.templating import (
     Scrubber,
     check_templates,
     looks_secret,
     read_tail,
     render_arguments,
 )
-from watcher.durations import PositiveDuration, format_duration
+from watcher.rules.durations import PositiveDuration, format_duration
 
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME")
 _ROLLBACK_NAMES = frozenset({"intent", "target", "from_version", "to_version"})

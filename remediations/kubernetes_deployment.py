@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import model_validator
 
-from remediations.base import (
+from watcher.remediations.base import (
     AdapterFailure,
     AdapterSettings,
     LiveVersion,
@@ -41,8 +41,8 @@ from remediations.base import (
     failed_outcome,
     numeric_predecessor,
 )
-from remediations.templating import Scrubber
-from watcher.durations import PositiveDuration, format_duration
+from watcher.remediations.templating import Scrubber
+from watcher.rules.durations import PositiveDuration, format_duration
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from remediations.base import (
+from watcher.remediations.base import (
     AdapterFailure,
     AdapterSettings,
     LiveVersion,
@@ -36,7 +36,7 @@ from remediations.base import (
     failed_outcome,
     numeric_predecessor,
 )
-from remediations.templating import Scrubber, uri_secrets
+from watcher.remediations.templating import Scrubber, uri_secrets
 
 INTENT_TAG = "watcher.last_intent"
 

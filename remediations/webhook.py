@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 import requests
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from remediations.base import (
+from watcher.remediations.base import (
     AdapterFailure,
     AdapterSettings,
     LiveVersion,
@@ -56,8 +56,8 @@ from remediations.base import (
     VersionInfo,
     failed_outcome,
 )
-from remediations.templating import Scrubber, check_templates, looks_secret, render_arguments
-from watcher.durations import PositiveDuration, format_duration
+from watcher.remediations.templating import Scrubber, check_templates, looks_secret, render_arguments
+from watcher.rules.durations import PositiveDuration, format_duration
 
 _RESERVED_HEADERS = frozenset(
     {"content-type", "idempotency-key", "x-watcher-timestamp", "x-watcher-signature", "content-length"}

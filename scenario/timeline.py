@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from watcher.durations import InvalidDuration, parse_duration
+from watcher.rules.durations import InvalidDuration, parse_duration
 
 _RANGE = re.compile(r"\[([0-9smhdwy]+)(?::[0-9smhdwy]*)?\]")
 _WINDOW = re.compile(r"^\s*window:\s*['\"]?([0-9smhdwy]+)", re.MULTILINE)

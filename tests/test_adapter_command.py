@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
-from remediations.command import factory
+from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
+from watcher.remediations.command import factory
 
 TOOL = r"""
 import json, os, subprocess, sys, time

@@ -23,16 +23,16 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from remediations.base import (
+from tests.support.k8s_emulator import KubernetesEmulator
+from tests.support.mlflow_registry import MODEL, build_registry
+from tests.support.webhook_server import WebhookReceiver
+from watcher.remediations.base import (
     AdapterFactory,
     RemediationAdapter,
     RollbackResult,
     installed_adapter_names,
     load_factory,
 )
-from tests.support.k8s_emulator import KubernetesEmulator
-from tests.support.mlflow_registry import MODEL, build_registry
-from tests.support.webhook_server import WebhookReceiver
 
 SECRET = "conformance-secret-8e3f1b"
 

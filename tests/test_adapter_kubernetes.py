@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
-from remediations.kubernetes_deployment import INTENT_ANNOTATION, factory
 from tests.support.k8s_emulator import KubernetesEmulator
+from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
+from watcher.remediations.kubernetes_deployment import INTENT_ANNOTATION, factory
 
 TOKEN = "k8s-token-5f2c9a"
 NS, NAME = "ml", "churn-model"

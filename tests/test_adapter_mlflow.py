@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
-from remediations.mlflow_alias import INTENT_TAG, factory, resolve_sqlite_uri
 from tests.support.mlflow_registry import MODEL, build_registry
 from tests.support.slow_server import CannedHttpServer
+from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
+from watcher.remediations.mlflow_alias import INTENT_TAG, factory, resolve_sqlite_uri
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +190,7 @@ def test_server_errors_are_retryable(canned_http_server: CannedHttpServer, quick
 
 def test_importing_the_adapter_does_not_import_mlflow(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from remediations.mlflow_alias import factory;"
+        "import sys; from pathlib import Path; from watcher.remediations.mlflow_alias import factory;"
         "s = factory.settings_model.model_validate({'tracking_uri': 'sqlite:///m.db', 'model': 'm'});"
         "factory.create(s, base_dir=Path('.'));"
         "print('mlflow' in sys.modules)"

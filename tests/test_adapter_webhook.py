@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
-from remediations.webhook import WebhookAdapter, WebhookSettings, factory
 from tests.support.slow_server import CannedHttpServer
 from tests.support.webhook_server import WebhookReceiver, signature
+from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
+from watcher.remediations.webhook import WebhookAdapter, WebhookSettings, factory
 
 SECRET = "whsec-9d1f0c7e"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import remediations.base
+import watcher.remediations.base
 from tests.test_config import (
     CONFIG_FIXTURES,
     FIXTURE_ENV,
@@ -30,8 +30,8 @@ BAD_CONFIGS = sorted(CONFIG_FIXTURES.glob("*.bad.yaml"))
 @pytest.fixture(autouse=True)
 def fixture_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process runs see the stand-in adapters as installed and the fixtures' environment."""
-    monkeypatch.setattr(remediations.base, "load_factory", STAND_IN_ADAPTERS.find)
-    monkeypatch.setattr(remediations.base, "installed_adapter_names", STAND_IN_ADAPTERS.names)
+    monkeypatch.setattr(watcher.remediations.base, "load_factory", STAND_IN_ADAPTERS.find)
+    monkeypatch.setattr(watcher.remediations.base, "installed_adapter_names", STAND_IN_ADAPTERS.names)
     monkeypatch.chdir(REPO)
     monkeypatch.delenv("WATCHER_CONFIG", raising=False)
     for name, value in FIXTURE_ENV.items():

@@ -13,17 +13,17 @@ from typing import ClassVar
 
 import pytest
 
-import remediations.base
-from remediations.base import AdapterFactory, AdapterSettings, RemediationAdapter
-from watcher.config import (
+import watcher.remediations.base
+from watcher.remediations.base import AdapterFactory, AdapterSettings, RemediationAdapter
+from watcher.rules.config import (
     AdapterUnavailable,
     ConfigResult,
     WatcherConfig,
     load_config,
     mask_url_password,
 )
-from watcher.durations import RateLimit
-from watcher.findings import Finding
+from watcher.rules.durations import RateLimit
+from watcher.rules.findings import Finding
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
@@ -270,7 +270,7 @@ def test_adapter_settings_receive_the_target_name_when_they_want_it(tmp_path: Pa
 def test_an_adapter_that_cannot_be_imported_is_a_finding(tmp_path: Path) -> None:
     class Broken(StandInAdapters):
         def find(self, name: str) -> AdapterFactory | AdapterUnavailable | None:
-            return AdapterUnavailable("ModuleNotFoundError: No module named 'remediations.gone'")
+            return AdapterUnavailable("ModuleNotFoundError: No module named 'watcher.remediations.gone'")
 
     (tmp_path / "rules").mkdir()
     path = tmp_path / "watcher.yaml"
@@ -278,7 +278,7 @@ def test_an_adapter_that_cannot_be_imported_is_a_finding(tmp_path: Path) -> None
     findings = load_config(path, {}, adapters=Broken()).findings
     assert [str(f) for f in findings] == [
         f"{path}:3:14: adapter 'gone' cannot be loaded: "
-        "ModuleNotFoundError: No module named 'remediations.gone'"
+        "ModuleNotFoundError: No module named 'watcher.remediations.gone'"
     ]
 
 
@@ -287,7 +287,7 @@ def test_the_default_lookup_is_the_installed_entry_points(tmp_path: Path) -> Non
     path = tmp_path / "watcher.yaml"
     path.write_text("targets:\n  t:\n    adapter: no-such-adapter\n")
     findings = load_config(path, {}).findings
-    installed = ", ".join(remediations.base.installed_adapter_names())
+    installed = ", ".join(watcher.remediations.base.installed_adapter_names())
     assert [f.message for f in findings] == [
         f"unknown adapter 'no-such-adapter': installed adapters are {installed}"
     ]

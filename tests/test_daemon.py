@@ -229,7 +229,7 @@ def test_bad_rule_file_dropped_in_keeps_good_rules_running(tmp_path: Path, regis
 
 
 def test_ticks_measure_at_their_scheduled_slot() -> None:
-    from watcher.scheduling import scheduled_time
+    from watcher.engine.scheduling import scheduled_time
 
     anchor = datetime(2026, 1, 1, tzinfo=UTC)
     step = timedelta(seconds=15)
@@ -271,8 +271,8 @@ def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, registry_templ
 def test_reload_keeps_state_unless_query_or_threshold_changed(
     tmp_path: Path, registry_template: Path
 ) -> None:
-    from watcher.engine import Engine
-    from watcher.ruleset import RuleBook
+    from watcher.engine.tick import Engine
+    from watcher.rules.ruleset import RuleBook
     from watcher.targets import TargetRegistry
 
     url = f"sqlite:///{tmp_path / 'watcher.db'}"

@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 
 from watcher.model import DriftMethod, Value
-from watcher.sources.drift import DriftSource
-from watcher.sources.drift_cache import ReferenceCache
+from watcher.sources.drift.cache import ReferenceCache
+from watcher.sources.drift.source import DriftSource
 
 AT = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TOLERANCE = 1e-9
@@ -272,7 +272,7 @@ def _int_range(low: int, high: int, rows: int, dtype: type) -> Any:
     ids=["float", "int", "int32+int64", "int+float", "float32", "int-width-under-1"],
 )
 def test_sturges_edges_equal_numpy_on_the_concatenated_data(reference: Any, current: Any) -> None:
-    from watcher.sources.drift_stats import NumericCurrent, prepare_numeric, sturges_edges
+    from watcher.sources.drift.stats import NumericCurrent, prepare_numeric, sturges_edges
 
     ours = sturges_edges(prepare_numeric(pd.Series(reference)), NumericCurrent(pd.Series(current)))
     combined = np.asarray(pd.concat([pd.Series(reference), pd.Series(current)]).values)

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import make_workspace
-from watcher.daemon import Daemon
+from watcher.engine.daemon import Daemon
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from watcher.durations import (
+from watcher.rules.durations import (
     Duration,
     InvalidDuration,
     InvalidRateLimit,

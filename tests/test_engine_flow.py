@@ -207,7 +207,7 @@ def test_a_second_rule_firing_while_the_rollback_is_verified_only_notifies(
 
 
 def test_a_groups_quiet_writes_wait_for_write_quiet_and_a_breach_does_not(harness: Harness) -> None:
-    from watcher.engine import QuietWrite
+    from watcher.engine.tick import QuietWrite
 
     runtime = harness.rules[RULE]
     quiet: list[QuietWrite] = []

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.evaluation import (
+from watcher.decisions.evaluation import (
     UNHEALTHY_AFTER,
     RulePolicy,
     RuleStatus,

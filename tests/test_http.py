@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.services import fresh_postgres_schema, require
 from tests.test_incident_json import Seeded, migrated_sqlite_store, seed_incidents
-from watcher.evaluation import RuleStatus, Transition, TransitionReason
-from watcher.http import MAX_BODY_BYTES, HttpBindError, HttpServer, Routes
-from watcher.incident_json import incident_detail_json, incidents_json
+from watcher.decisions.evaluation import RuleStatus, Transition, TransitionReason
+from watcher.http.server import MAX_BODY_BYTES, HttpBindError, HttpServer, Routes
+from watcher.incidents.json_view import incident_detail_json, incidents_json
 from watcher.metrics import Metrics
 from watcher.model import Outcome, RuleState
 from watcher.store.database import open_engine

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.services import fresh_postgres_schema
 from watcher.commands.incidents import add_parsers, list_incidents, show_incident
-from watcher.incident_json import incident_detail_json, incident_to_json, incidents_json
+from watcher.incidents.json_view import incident_detail_json, incident_to_json, incidents_json
 from watcher.model import IncidentStatus, RollbackStatus
 from watcher.store.database import open_engine
 from watcher.store.migrate import upgrade

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.known_good import (
+from watcher.decisions.known_good import (
     RollbackChoice,
     RollbackChoiceReason,
     VersionSighting,

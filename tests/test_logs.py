@@ -36,13 +36,13 @@ def test_json_lines_carry_the_core_keys_and_the_extras() -> None:
     stream = io.StringIO()
     setup_logging("info", json=True, stream=stream)
 
-    logging.getLogger("watcher.engine").info(
+    logging.getLogger("watcher.engine.tick").info(
         "evaluated %s: %s", "m/r", "breach", extra={"rule": "m/r", "value": 0.31, "state_to": "firing"}
     )
 
     [line] = json_lines(stream)
     assert line["level"] == "info"
-    assert line["logger"] == "watcher.engine"
+    assert line["logger"] == "watcher.engine.tick"
     assert line["msg"] == "evaluated m/r: breach"
     assert line["rule"] == "m/r"
     assert line["value"] == 0.31
@@ -143,9 +143,9 @@ def test_records_reaching_other_handlers_are_masked_too() -> None:
 def test_human_format_on_request() -> None:
     stream = io.StringIO()
     setup_logging("info", json=False, stream=stream)
-    logging.getLogger("watcher.http").info("HTTP listening", extra={"listen": "127.0.0.1:9460"})
+    logging.getLogger("watcher.http.server").info("HTTP listening", extra={"listen": "127.0.0.1:9460"})
     line = stream.getvalue().strip()
-    assert "INFO" in line and "watcher.http: HTTP listening" in line
+    assert "INFO" in line and "watcher.http.server: HTTP listening" in line
     assert "listen=127.0.0.1:9460" in line
     with pytest.raises(json.JSONDecodeError):
         json.loads(line)

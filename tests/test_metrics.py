@@ -9,10 +9,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from remediations.base import RollbackResult
-from watcher.evaluation import RuleStatus, Transition, TransitionReason
+from watcher.decisions.evaluation import RuleStatus, Transition, TransitionReason
 from watcher.metrics import Metrics
 from watcher.model import Outcome, RollbackStatus, RuleState
+from watcher.remediations.base import RollbackResult
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 

@@ -11,8 +11,8 @@ from tests.support.daemon import DaemonProcess, evaluations, wait_for
 from tests.support.mlflow_registry import build_registry
 from tests.support.services import fresh_postgres_schema
 from tests.support.workspace import DEFAULT_RULES, make_workspace
-from watcher.daemon import LEADER_LEASE
-from watcher.engine import utc_now
+from watcher.engine.daemon import LEADER_LEASE
+from watcher.engine.tick import utc_now
 from watcher.store.database import open_engine
 from watcher.store.queue import WorkQueue
 from watcher.store.repository import Store

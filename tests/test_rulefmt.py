@@ -17,10 +17,10 @@ from tests.test_config import (
     expected_findings,
     load_fixture_config,
 )
-from watcher.config import WatcherConfig, load_config
 from watcher.model import Action, DriftMethod, NoDataPolicy, Severity, Signal
-from watcher.rulefmt import MinSamplesQuery, Rule, SqlQuery, load_rule_file, load_rules, rule_file_paths
-from watcher.templates import render_summary
+from watcher.rules.config import WatcherConfig, load_config
+from watcher.rules.rulefmt import MinSamplesQuery, Rule, SqlQuery, load_rule_file, load_rules, rule_file_paths
+from watcher.rules.templates import render_summary
 
 RULE_FIXTURES = FIXTURES / "rules"
 BAD_RULES = sorted(RULE_FIXTURES.glob("*.bad.yaml"))

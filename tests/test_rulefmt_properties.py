@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.test_config import FIXTURE_ENV, RULES_CONFIG, STAND_IN_ADAPTERS, load_fixture_config
-from watcher.config import WatcherConfig, load_config
-from watcher.findings import Finding
-from watcher.rulefmt import load_rule_file
+from watcher.rules.config import WatcherConfig, load_config
+from watcher.rules.findings import Finding
+from watcher.rules.rulefmt import load_rule_file
 
 _CONFIG = load_fixture_config(RULES_CONFIG).config
 assert _CONFIG is not None

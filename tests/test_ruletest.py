@@ -16,11 +16,11 @@ import pytest
 
 from tests.support.prometheus import binaries_missing
 from tests.support.services import require
-from watcher import ruletest_prometheus
 from watcher.cli import main
-from watcher.ruletest import BASE_TIME, LOOKBACK, case_starts, openmetrics_text, query_reach, run_file
-from watcher.ruletest_load import load_test_file
-from watcher.ruletest_notation import NotationError, SeriesId, parse_series, parse_values
+from watcher.ruletest import prometheus as ruletest_prometheus
+from watcher.ruletest.load import load_test_file
+from watcher.ruletest.notation import NotationError, SeriesId, parse_series, parse_values
+from watcher.ruletest.runner import BASE_TIME, LOOKBACK, case_starts, openmetrics_text, query_reach, run_file
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures" / "ruletests"

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from watcher.model import Action
-from watcher.safety import (
+from watcher.decisions.safety import (
     DecisionKind,
     DecisionReason,
     SafetyDecision,
@@ -17,6 +16,7 @@ from watcher.safety import (
     format_duration,
     rollbacks_within,
 )
+from watcher.model import Action
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 POLICY = SafetyPolicy(
@@ -197,8 +197,14 @@ def test_format_duration(duration: timedelta, text: str) -> None:
 def test_a_busy_target_is_never_rolled_back_again() -> None:
     from datetime import UTC, datetime, timedelta
 
+    from watcher.decisions.safety import (
+        DecisionKind,
+        DecisionReason,
+        SafetyPolicy,
+        TargetRollbackHistory,
+        decide,
+    )
     from watcher.model import Action
-    from watcher.safety import DecisionKind, DecisionReason, SafetyPolicy, TargetRollbackHistory, decide
 
     policy = SafetyPolicy(
         auto_rollback=True, cooldown=timedelta(0), max_rollbacks=10, max_rollbacks_period=timedelta(hours=1)

@@ -479,7 +479,7 @@ def test_a_directory_the_scenario_did_not_make_is_never_wiped(tmp_path: Path) ->
 def test_the_written_config_is_accepted_by_watcher_and_holds_no_secret(
     tmp_path: Path, mlflow_cache: Path
 ) -> None:
-    from watcher.config import load_config
+    from watcher.rules.config import load_config
 
     rules = watcher_setup.copy_rules(REPO / "rules" / "fraud-detector.yaml", tmp_path)
     assert not isinstance(rules, str)
@@ -527,17 +527,17 @@ def test_a_daemon_that_exits_at_once_is_a_clear_failure(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "shown"),
     [
-        ('{"level":"info","logger":"watcher.engine","msg":"evaluated","event":"evaluation",'
+        ('{"level":"info","logger":"watcher.engine.tick","msg":"evaluated","event":"evaluation",'
          '"rule":"fraud-detector/p99-latency","outcome":"breach","value":0.4123,'
          '"state_from":"inactive","state_to":"pending"}',
          "rule fraud-detector/p99-latency: breach 0.4123 → inactive → pending"),
-        ('{"level":"info","logger":"watcher.engine","msg":"evaluated","event":"evaluation","rule":"r",'
+        ('{"level":"info","logger":"watcher.engine.tick","msg":"evaluated","event":"evaluation","rule":"r",'
          '"outcome":"ok","value":0.1,"state_from":"inactive","state_to":"inactive"}', None),
-        ('{"level":"info","logger":"watcher.dispatch","msg":"rollback","event":"rollback_succeeded",'
+        ('{"level":"info","logger":"watcher.incidents.dispatch","msg":"rollback","event":"rollback_succeeded",'
          '"target":"fraud-prod","from_version":"3","to_version":"2","incident":1}',
          "rollback succeeded: fraud-prod 3 → 2 (incident #1)"),
         ('{"level":"info","logger":"apscheduler.executors.default","msg":"Running job"}', None),
-        ('{"level":"warning","logger":"watcher.daemon","msg":"missed a scheduled evaluation"}',
+        ('{"level":"warning","logger":"watcher.engine.daemon","msg":"missed a scheduled evaluation"}',
          "WARNING missed a scheduled evaluation"),
         ("Traceback (most recent call last):", "Traceback (most recent call last):"),
         ("", None),
@@ -598,7 +598,7 @@ def test_a_step_on_a_plain_stream_shows_start_and_end_lines() -> None:
 def test_a_press_is_signed_and_shaped_as_slack_sends_it(tmp_path: Path) -> None:
     from slack_sdk.signature import SignatureVerifier
 
-    from watcher.notify.interactions import ButtonPress, Verified, parse_action, verify_request
+    from watcher.notify.inbound.interactions import ButtonPress, Verified, parse_action, verify_request
 
     (tmp_path / "press.json").write_text(json.dumps({
         "watcher_url": "http://127.0.0.1:9460", "team_id": "T0FAKETEAM", "approver": "U0SCENARIO",

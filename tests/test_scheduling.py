@@ -9,11 +9,11 @@ from pathlib import Path
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from watcher.config import load_config
+from watcher.engine.bind import RuntimeRule, build_runtime_rules
+from watcher.engine.scheduling import GROUP_JOB, GroupJobs
 from watcher.metrics import Metrics
-from watcher.rulefmt import load_rules
-from watcher.runtime import RuntimeRule, build_runtime_rules
-from watcher.scheduling import GROUP_JOB, GroupJobs
+from watcher.rules.config import load_config
+from watcher.rules.rulefmt import load_rules
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 

@@ -18,8 +18,8 @@ import pytest
 
 from scenario.fake_slack import block_actions_payload
 from watcher.model import IncidentStatus, RollbackStatus, Severity, Signal
-from watcher.notify.interactions import ButtonPress, parse_action
-from watcher.notify.message import (
+from watcher.notify.inbound.interactions import ButtonPress, parse_action
+from watcher.notify.outbound.message import (
     ButtonAction,
     DriftColumn,
     IncidentFacts,
@@ -28,7 +28,7 @@ from watcher.notify.message import (
     build_message,
     headline,
 )
-from watcher.notify.slack_blocks import render_incident, render_thread_reply
+from watcher.notify.outbound.slack_blocks import render_incident, render_thread_reply
 
 GOLDEN = Path(__file__).parent / "golden" / "slack"
 OPENED = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

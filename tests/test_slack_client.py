@@ -11,9 +11,16 @@ import pytest
 
 from scenario.fake_slack import BOT_TOKEN, TEAM_ID, FakeSlack
 from tests.test_slack_blocks import NOW, STATES
-from watcher.notify.message import TimelineEntry, build_message
-from watcher.notify.slack_blocks import render_incident, render_thread_reply
-from watcher.notify.slack_client import BotIdentity, Delivered, Members, RateLimited, SendFailed, SlackClient
+from watcher.notify.outbound.message import TimelineEntry, build_message
+from watcher.notify.outbound.slack_blocks import render_incident, render_thread_reply
+from watcher.notify.outbound.slack_client import (
+    BotIdentity,
+    Delivered,
+    Members,
+    RateLimited,
+    SendFailed,
+    SlackClient,
+)
 
 CHANNEL_ID = "C0MLALERTS"
 

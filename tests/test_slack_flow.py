@@ -19,10 +19,10 @@ from scenario.fake_slack import BOT_TOKEN, TEAM_ID, FakeSlack, block_actions_pay
 from tests.support.harness import RULE, Harness
 from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, make_workspace
-from watcher.http import HttpServer
+from watcher.http.server import HttpServer
 from watcher.metrics import Metrics
 from watcher.model import IncidentStatus
-from watcher.outbox import build_outbox_worker
+from watcher.notify.outbound.outbox import build_outbox_worker
 
 pytestmark = pytest.mark.integration
 
@@ -296,7 +296,7 @@ def test_socket_mode_press_acts_once_across_redeliveries(
 ) -> None:
     from scenario.fake_slack import APP_TOKEN
     from tests.support.daemon import wait_for
-    from watcher.daemon import Daemon
+    from watcher.engine.daemon import Daemon
 
     monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
     rig = _rig(tmp_path, registry_template, slack, monkeypatch, action="approve")

@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 import pytest
 
 from scenario.fake_slack import APP_TOKEN, BOT_TOKEN, TEAM_ID, FakeSlack, block_actions_payload, sign
-from watcher.notify.approvers import GroupMembersCache, fetch_with
-from watcher.notify.interactions import (
+from watcher.notify.inbound.approvers import GroupMembersCache, fetch_with
+from watcher.notify.inbound.interactions import (
     Authorized,
     ButtonPress,
     InvalidPayload,
@@ -28,8 +28,8 @@ from watcher.notify.interactions import (
     start_socket_mode,
     verify_request,
 )
-from watcher.notify.message import ButtonAction
-from watcher.notify.slack_client import SendFailed, SlackClient
+from watcher.notify.outbound.message import ButtonAction
+from watcher.notify.outbound.slack_client import SendFailed, SlackClient
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

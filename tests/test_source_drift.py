@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 from tests.support.services import fresh_postgres_schema
 from watcher.model import DriftMethod, ErrorKind, NoData, SourceError, Value
-from watcher.sources.drift import DriftSource, SqlRef
-from watcher.sources.drift_cache import ReferenceCache
+from watcher.sources.drift.cache import ReferenceCache
+from watcher.sources.drift.source import DriftSource, SqlRef
 
 AT = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=20)
@@ -350,7 +350,7 @@ def test_heavy_libraries_are_imported_only_when_needed(tmp_path: Path, reference
         from datetime import datetime, timedelta, timezone
         from pathlib import Path
         from watcher.model import DriftMethod
-        from watcher.sources.drift import DriftSource
+        from watcher.sources.drift.source import DriftSource
         heavy = ("pandas", "numpy", "scipy", "evidently")
         print(sorted(name for name in heavy if name in sys.modules))
         source = DriftSource(Path({str(reference_csv)!r}), Path({str(reference_csv)!r}), None,

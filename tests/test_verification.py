@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from watcher.decisions.verification import DEFAULT_MAX_ATTEMPTS, VerifyVerdict, decide_verification
 from watcher.model import Outcome
-from watcher.verification import DEFAULT_MAX_ATTEMPTS, VerifyVerdict, decide_verification
 
 V = VerifyVerdict
 

@@ -10,9 +10,16 @@ from typing import Any
 import pytest
 
 from tests.test_config import FIXTURE_ENV, RULES_CONFIG, load_fixture_config
-from watcher.config import WatcherConfig
-from watcher.rulefmt import load_rule_file
-from watcher.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES, YamlDocument, YamlFailure, load_yaml_file, parse_yaml
+from watcher.rules.config import WatcherConfig
+from watcher.rules.rulefmt import load_rule_file
+from watcher.rules.yamlsafe import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    YamlDocument,
+    YamlFailure,
+    load_yaml_file,
+    parse_yaml,
+)
 
 HERE = Path("attack.yaml")
 

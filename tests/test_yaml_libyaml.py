@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from watcher import yamlsafe
-from watcher.yamlsafe import YamlDocument, YamlFailure, parse_yaml
+from watcher.rules import yamlsafe
+from watcher.rules.yamlsafe import YamlDocument, YamlFailure, parse_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(

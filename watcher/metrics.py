@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from watcher.evaluation import Transition
+from watcher.decisions.evaluation import Transition
 from watcher.model import Outcome, RuleState
 
 # The 0.0.4 text format: what Prometheus asks for by default and every scraper understands.

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, load_factory
+from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, load_factory
 
 log = logging.getLogger(__name__)
 

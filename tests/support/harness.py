@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from tests.support.workspace import Workspace
-from watcher.dispatch import RollbackDispatcher
-from watcher.engine import Engine
+from watcher.engine.bind import RuntimeRule, build_runtime_rules
+from watcher.engine.tick import Engine
+from watcher.incidents.dispatch import RollbackDispatcher
 from watcher.model import Outcome, RuleState
-from watcher.rulefmt import load_rules
-from watcher.runtime import RuntimeRule, build_runtime_rules
+from watcher.rules.rulefmt import load_rules
 from watcher.store import migrate
 from watcher.store.database import open_engine
 from watcher.store.repository import Store

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.support.mlflow_registry import champion, copy_registry
 from tests.support.prometheus import free_port
-from watcher.config import WatcherConfig, load_config
+from watcher.rules.config import WatcherConfig, load_config
 
 DEFAULT_RULES = """\
 model: fraud-detector

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, config_path
-from watcher.config import load_config
-from watcher.findings import Finding, sorted_findings
-from watcher.rulefmt import load_rules
+from watcher.rules.config import load_config
+from watcher.rules.findings import Finding, sorted_findings
+from watcher.rules.rulefmt import load_rules
 
 
 def add_parsers(subparsers: Any) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from watcher.config import WatcherConfig, load_config
+from watcher.rules.config import WatcherConfig, load_config
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

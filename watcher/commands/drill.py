@@ -18,8 +18,8 @@ def add_parsers(subparsers: Any) -> None:
 
 def cmd_drill(args: argparse.Namespace) -> int:
     from watcher.commands.operate import _open_store
-    from watcher.drill import DrillStep, run_drill
-    from watcher.engine import utc_now
+    from watcher.engine.tick import utc_now
+    from watcher.incidents.drill import DrillStep, run_drill
     from watcher.targets import TargetRegistry
 
     config = load_or_report(args)

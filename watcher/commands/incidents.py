@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, load_or_report
-from watcher.incident_json import incident_detail_json, incidents_json
+from watcher.incidents.json_view import incident_detail_json, incidents_json
 from watcher.logs import redact
 from watcher.store import migrate
 from watcher.store.database import is_sqlite, open_engine, redact_url

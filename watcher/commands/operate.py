@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, cli_actor, load_or_report
-from watcher.config import WatcherConfig
+from watcher.rules.config import WatcherConfig
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -69,8 +69,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _set_pause(args: argparse.Namespace, *, paused: bool, reason: str | None) -> int:
-    from watcher.engine import utc_now
-    from watcher.operations import set_paused
+    from watcher.engine.tick import utc_now
+    from watcher.incidents.operations import set_paused
 
     config = load_or_report(args)
     if isinstance(config, int):
@@ -82,11 +82,11 @@ def _set_pause(args: argparse.Namespace, *, paused: bool, reason: str | None) ->
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from watcher.daemon import replica_id
-    from watcher.dispatch import RollbackDispatcher
-    from watcher.engine import utc_now
+    from watcher.engine.daemon import replica_id
+    from watcher.engine.tick import utc_now
+    from watcher.incidents.dispatch import RollbackDispatcher
+    from watcher.incidents.operations import manual_rollback
     from watcher.model import RollbackStatus
-    from watcher.operations import manual_rollback
     from watcher.targets import TargetRegistry
 
     config = load_or_report(args)

@@ -1,6 +1,6 @@
 """`watcher test TESTFILE…`: rule unit tests (input series, evaluation times, expected incidents).
 
-The format and the evaluation are described in watcher.ruletest. Failures, findings and the
+The format and the evaluation are described in watcher.ruletest.runner. Failures, findings and the
 summary line go to stdout; notes on rules no test evaluates go to stderr.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from watcher.commands.common import EXIT_FINDINGS, EXIT_USAGE
-from watcher.config import WatcherConfig, load_config
-from watcher.ruletest import run_test_files
+from watcher.rules.config import WatcherConfig, load_config
+from watcher.ruletest.runner import run_test_files
 
 
 def add_parsers(subparsers: Any) -> None:

@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # The scheduler's per-job chatter drowns what matters; missed runs are logged by the daemon.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    from watcher.daemon import Daemon, SingleReplicaError, run_forever, run_once
+    from watcher.engine.daemon import Daemon, SingleReplicaError, run_forever, run_once
 
     daemon = Daemon(config, dry_run=args.dry_run)
     try:
@@ -70,10 +70,10 @@ def _number(value: float | None) -> float | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from watcher.evaluation import RuleStatus, step
+    from watcher.decisions.evaluation import RuleStatus, step
+    from watcher.engine.bind import build_runtime_rules
     from watcher.model import NoData, SourceError, Value
-    from watcher.rulefmt import load_rules
-    from watcher.runtime import build_runtime_rules
+    from watcher.rules.rulefmt import load_rules
 
     config = load_or_report(args)
     if isinstance(config, int):

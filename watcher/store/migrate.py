@@ -1,4 +1,4 @@
-"""Apply and inspect the Alembic migrations shipped in the top-level `migrations` package.
+"""Apply and inspect the Alembic migrations shipped in `watcher.migrations` (the top-level migrations/).
 
 Alembic (and Mako with it) is imported only when the schema is behind: a daemon that starts on
 a current database does not carry it in memory.
@@ -20,7 +20,7 @@ HEAD_REVISION = "0001"
 def _alembic_config() -> Any:
     from alembic.config import Config
 
-    import migrations
+    from watcher import migrations
 
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).resolve().parent))

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from watcher.evaluation import RuleStatus
-from watcher.known_good import VersionSighting
+from watcher.decisions.evaluation import RuleStatus
+from watcher.decisions.known_good import VersionSighting
 from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
 from watcher.store import tables as t
 from watcher.store.records import AuditEvent, IncidentRecord, PauseState

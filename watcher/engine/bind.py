@@ -1,0 +1,119 @@
+"""Binds a validated rule to the source that measures it and the policy that judges it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from watcher.decisions.evaluation import RulePolicy
+from watcher.sources.base import Source
+
+if TYPE_CHECKING:
+    from watcher.rules.config import WatcherConfig
+    from watcher.rules.rulefmt import Rule
+
+
+@dataclass(frozen=True)
+class RuntimeRule:
+    rule: Rule
+    source: Source
+    policy: RulePolicy
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+
+def policy_for(rule: Rule) -> RulePolicy:
+    return RulePolicy(
+        for_=rule.for_,
+        keep_firing_for=rule.keep_firing_for,
+        on_no_data=rule.on_no_data,
+        above=rule.above,
+        below=rule.below,
+        min_samples=_min_samples_count(rule),
+    )
+
+
+def _min_samples_count(rule: Rule) -> float | None:
+    from watcher.rules.rulefmt import MinSamplesQuery
+
+    if rule.min_samples is None or isinstance(rule.min_samples, MinSamplesQuery):
+        return None
+    return float(rule.min_samples)
+
+
+def _drift_ref(ref: Any) -> Any:
+    from watcher.rules.rulefmt import SqlQuery
+    from watcher.sources.drift.spec import SqlRef
+
+    if isinstance(ref, SqlQuery):
+        return SqlRef(url=ref.url, query=ref.query, window=ref.window)
+    return Path(ref)
+
+
+def build_source(
+    rule: Rule, config: WatcherConfig, prometheus_client: Any = None, prometheus_batch: Any = None
+) -> Source:
+    """The source for one rule; heavy modules (pandas, Evidently) load only for drift rules.
+
+    Prometheus sources given a `prometheus_batch` (of the same client) are measured together."""
+    timeout = config.evaluation.timeout
+    if rule.prometheus is not None:
+        from watcher.rules.rulefmt import MinSamplesQuery
+        from watcher.sources.prometheus import PrometheusClient, PrometheusSource
+
+        if prometheus_client is None:
+            if config.prometheus is None:
+                raise ValueError(f"{rule.id}: a prometheus rule needs the prometheus section")
+            prometheus_client = PrometheusClient(
+                config.prometheus.url, config.prometheus.header_values(), timeout
+            )
+        min_query = rule.min_samples if isinstance(rule.min_samples, MinSamplesQuery) else None
+        return PrometheusSource(
+            prometheus_client,
+            rule.prometheus,
+            min_samples_query=min_query.prometheus if min_query else None,
+            min_samples=min_query.at_least if min_query else _min_samples_count(rule),
+            batch=prometheus_batch,
+        )
+    if rule.sql is not None:
+        from watcher.sources.sql import SqlSource
+
+        window = rule.sql.window or rule.interval
+        return SqlSource(rule.sql.url, rule.sql.query, window, timeout, min_samples=_min_samples_count(rule))
+    if rule.drift is not None:
+        from watcher.sources.drift.source import DriftSource
+
+        drift = rule.drift
+        return DriftSource(
+            reference=_drift_ref(drift.reference),
+            current=_drift_ref(drift.current),
+            columns=drift.columns,
+            method=drift.method,
+            threshold=drift.threshold,
+            timeout=timeout,
+        )
+    raise ValueError(f"{rule.id}: no source")  # rulefmt guarantees exactly one
+
+
+def build_runtime_rules(rules: dict[str, Rule], config: WatcherConfig) -> dict[str, RuntimeRule]:
+    client = batch = None
+    if config.prometheus is not None and any(rule.prometheus is not None for rule in rules.values()):
+        from watcher.sources.prometheus import PrometheusClient
+        from watcher.sources.prometheus_batch import PrometheusBatch
+
+        client = PrometheusClient(
+            config.prometheus.url, config.prometheus.header_values(), config.evaluation.timeout
+        )
+        batch = PrometheusBatch(client)
+    return {
+        rule_id: RuntimeRule(rule, build_source(rule, config, client, batch), policy_for(rule))
+        for rule_id, rule in rules.items()
+    }
+
+
+def verify_delay(config: WatcherConfig) -> timedelta:
+    return config.safety.verify_after

@@ -1,0 +1,371 @@
+"""`watcher run`: the scheduler, the workers, the HTTP server and the signals, put together.
+
+One APScheduler 3 job per evaluation group, as Prometheus runs rule groups: a rule file's
+Prometheus rules of one interval share one job and one request; SQL and drift rules have a job
+each (coalesce, max_instances=1: a late run is counted as missed for each of its rules and logged,
+never replayed in a burst). Only the replica holding the `leader` lease evaluates and
+dispatches; the others serve HTTP and Slack presses and take over when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from watcher.engine import systemd
+from watcher.engine.scheduling import GroupJobs
+from watcher.engine.tick import Engine, utc_now
+from watcher.incidents.dispatch import RollbackDispatcher
+from watcher.metrics import Metrics
+from watcher.rules.config import WatcherConfig
+from watcher.rules.ruleset import RuleBook
+from watcher.store import migrate
+from watcher.store.database import is_sqlite, open_engine
+from watcher.store.queue import WorkQueue
+from watcher.store.repository import Store
+from watcher.targets import TargetRegistry
+
+if TYPE_CHECKING:
+    from watcher.notify.outbound.outbox import OutboxWorker
+
+log = logging.getLogger(__name__)
+
+LEADER_LEASE = "leader"
+SHUTDOWN_GRACE = 20.0  # seconds to let in-flight evaluations finish after SIGTERM
+
+
+class SingleReplicaError(RuntimeError):
+    pass
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead_local_process(holder: str) -> bool:
+    """A lease left by a process of this host that no longer exists (kill -9, crash)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid_text) == os.getpid()
+
+
+class Daemon:
+    def __init__(
+        self, config: WatcherConfig, *, env: Mapping[str, str] | None = None, dry_run: bool = False
+    ) -> None:
+        self.config = config
+        self.dry_run = dry_run
+        self.replica = replica_id()
+        self.metrics = Metrics()
+        self.db = open_engine(config.database)
+        self.store = Store(self.db)
+        self.queue = WorkQueue(self.store)
+        self.targets = TargetRegistry(config.targets, config.base_dir)
+        self.rules = RuleBook(config, env)
+        self.engine = Engine(self.store, self.targets, config.safety, self.metrics, dry_run=dry_run)
+        self.dispatcher = RollbackDispatcher(
+            self.store, self.targets, self.replica, config.safety.verify_after, self.metrics
+        )
+        self.outbox: OutboxWorker | None = None
+        if config.slack is not None:  # the Slack client is imported only when Slack is configured
+            from watcher.notify.outbound.outbox import build_outbox_worker
+
+            self.outbox = build_outbox_worker(config, self.store, self.replica)
+        self.scheduler = BackgroundScheduler(
+            executors={
+                "default": ThreadPoolExecutor(max_workers=8),
+                "workers": ThreadPoolExecutor(max_workers=3),
+            },
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+        self.is_leader = False
+        self.last_beat = time.monotonic()
+        self.ready = False
+        self.stopping = threading.Event()
+        self._jobs_lock = threading.Lock()
+        self._ttl = max(config.evaluation.every, timedelta(seconds=5))
+        self.http: Any = None
+        self.socket_mode: Any = None
+        self.jobs = GroupJobs(self.scheduler, self._tick, self.metrics)
+
+    # --- start-up ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        migrate.upgrade(self.db)
+        if not self._take_leadership(utc_now()) and is_sqlite(self.config.database):
+            raise SingleReplicaError(
+                "another watcher holds this SQLite database; SQLite means one replica "
+                "(use PostgreSQL for several)"
+            )
+        self.rules.load()
+        self.engine.load_states(self.rules.current.runtime)
+
+    def _take_leadership(self, now: datetime) -> bool:
+        if not self.queue.acquire_lease(LEADER_LEASE, self.replica, now, self._ttl):
+            holder = self.queue.lease_holder(LEADER_LEASE, now)
+            if holder is None or not _holder_is_dead_local_process(holder):
+                if self.is_leader:
+                    log.warning("lost the leader lease to %s", holder)
+                self.is_leader = False
+                return False
+            self.queue.release_lease(LEADER_LEASE, holder)
+            if not self.queue.acquire_lease(LEADER_LEASE, self.replica, now, self._ttl):
+                return False
+        if not self.is_leader:
+            log.info("this replica leads evaluation", extra={"event": "leader", "replica": self.replica})
+            self.queue.reclaim_orphans(self.replica, now)
+            self.engine.load_states(self.rules.current.runtime)
+        self.is_leader = True
+        return True
+
+    def start(self) -> None:
+        self.prepare()
+        self._schedule_rules()
+        every = self._ttl.total_seconds()
+        self.scheduler.add_job(
+            self._renew_lease, "interval", seconds=max(1.0, every / 3), id="lease", executor="workers"
+        )
+        self.scheduler.add_job(self._work, "interval", seconds=1, id="work", executor="workers")
+        self.scheduler.add_job(
+            self._watch_targets,
+            "interval",
+            seconds=every,
+            id="targets",
+            executor="workers",
+            next_run_time=datetime.now().astimezone(),
+        )
+        self.scheduler.add_job(self._check_reload, "interval", seconds=2, id="reload", executor="workers")
+        self.scheduler.add_job(self._heartbeat, "interval", seconds=1, id="heartbeat", executor="workers")
+        self._start_http()
+        self.scheduler.start()
+        self._start_socket_mode()
+        self.ready = True
+        systemd.notify("READY=1")
+        log.info(
+            "watcher is running",
+            extra={
+                "event": "ready",
+                "rules": len(self.rules.current.runtime),
+                "replica": self.replica,
+                "dry_run": self.dry_run,
+            },
+        )
+
+    def _start_http(self) -> None:
+        from watcher.http.server import HttpServer
+
+        slack_handler = self.outbox.slack_actions if self.outbox is not None else None
+        self.http = HttpServer(
+            self.config.http.host,
+            self.config.http.port,
+            store=self.store,
+            metrics=self.metrics,
+            loop_alive=self.loop_alive,
+            ready=self.readiness,
+            slack_handler=slack_handler,
+            report_for=self.drift_report,
+        )
+        self.http.start()
+
+    def _start_socket_mode(self) -> None:
+        """Button presses over Socket Mode when slack.app_token is set (no public endpoint needed)."""
+        slack = self.config.slack
+        if slack is None or slack.app_token is None or self.outbox is None or self.outbox.actions is None:
+            return
+        from watcher.notify.inbound.interactions import ButtonPress, SocketModeReceiver, start_socket_mode
+        from watcher.notify.outbound.slack_client import SendFailed
+
+        actions = self.outbox.actions
+
+        def on_press(press: ButtonPress) -> None:
+            actions.handle_press(press, utc_now())
+
+        started = start_socket_mode(slack.app_token.get_secret_value(), on_press, api_url=slack.api_url)
+        if isinstance(started, SendFailed):
+            log.error("Socket Mode unavailable: %s", started.message, extra={"event": "socket_mode_failed"})
+        elif isinstance(started, SocketModeReceiver):
+            self.socket_mode = started
+            log.info("receiving Slack presses over Socket Mode", extra={"event": "socket_mode"})
+
+    # --- jobs -----------------------------------------------------------------------------------
+    def _schedule_rules(self) -> None:
+        self.jobs.sync(self.rules.current.runtime, utc_now())
+
+    def _tick(self, key: str) -> None:
+        if not self.is_leader or self.stopping.is_set():
+            return
+        current = self.rules.current.runtime
+        runtimes = [current[rule_id] for rule_id in self.jobs.members(key) if rule_id in current]
+        if not runtimes:
+            return
+        results = self.engine.tick_group(runtimes, self.jobs.slot(key, runtimes[0].rule.interval, utc_now()))
+        opened = any(result.incident_opened is not None for result in results)
+        if opened and not self.dry_run:
+            # Act now rather than on the worker's next pass: the rollback is what matters.
+            try:
+                self.dispatcher.run_due(utc_now())
+            except Exception:
+                log.exception("dispatch after an incident failed", extra={"event": "dispatch_failed"})
+        self.last_beat = time.monotonic()
+
+    def _renew_lease(self) -> None:
+        try:
+            self._take_leadership(utc_now())
+        except Exception:
+            log.exception("lease renewal failed")
+            self.is_leader = False
+
+    def _work(self) -> None:
+        if not self.is_leader or self.stopping.is_set():
+            return
+        now = utc_now()
+        try:
+            if not self.dry_run:
+                self.dispatcher.run_due(now)
+            if self.outbox is not None:
+                self.outbox.deliver_due(now)
+            self.metrics.set_open_incidents(self.store.count_open_incidents())
+            self.metrics.set_outbox_pending(self.queue.pending_message_count())
+            if self.outbox is not None:
+                self.outbox.database_reachable()
+        except Exception as error:
+            log.exception("worker pass failed", extra={"event": "worker_failed"})
+            if self.outbox is not None and not self.store.ping():
+                self.outbox.database_unreachable(type(error).__name__)
+        self.last_beat = time.monotonic()
+
+    def _watch_targets(self) -> None:
+        """Record the live version of every target: the history known-good choices come from."""
+        if not self.is_leader:
+            return
+        now = utc_now()
+        for name in self.targets.names:
+            version = self.targets.live_version(name)
+            if version is not None:
+                with self.store.transaction() as tx:
+                    tx.record_live_version(name, version, now)
+
+    def _check_reload(self) -> None:
+        if self.rules.changed_on_disk():
+            self.reload()
+
+    def reload(self) -> None:
+        previous = self.rules.current.runtime
+        try:
+            loaded = self.rules.load()
+        except Exception:
+            log.exception("reload failed; the previous rules keep running")
+            return
+        self.engine.carry_states(loaded.runtime, previous)
+        self._schedule_rules()
+        log.info(
+            "rules reloaded",
+            extra={"event": "reload", "rules": len(loaded.runtime), "findings": len(loaded.findings)},
+        )
+
+    def _heartbeat(self) -> None:
+        self.last_beat = max(self.last_beat, time.monotonic()) if self.scheduler.running else self.last_beat
+        interval = systemd.watchdog_interval()
+        if interval is not None and self.loop_alive():
+            systemd.notify("WATCHDOG=1")
+
+    def drift_report(self, incident_id: int) -> str | None:
+        """Evidently's HTML report for a drift incident, for the data of its evaluation."""
+        incident = self.store.incident(incident_id)
+        if incident is None or incident.signal != "drift":
+            return None
+        runtime = self.rules.current.runtime.get(incident.rule_id)
+        evaluated = incident.evidence.get("evaluated_at")
+        render = getattr(runtime.source, "render_report", None) if runtime is not None else None
+        if render is None or not isinstance(evaluated, str):
+            return None
+        html = render(datetime.fromisoformat(evaluated))
+        return html if isinstance(html, str) else None
+
+    # --- health ---------------------------------------------------------------------------------
+    def loop_alive(self) -> bool:
+        return self.scheduler.running and time.monotonic() - self.last_beat < 30
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.ready:
+            return False, "starting"
+        if not self.store.ping():
+            return False, "database unreachable"
+        return True, f"{len(self.rules.current.runtime)} rules loaded"
+
+    # --- stop -----------------------------------------------------------------------------------
+    def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        self.stopping.set()
+        systemd.notify("STOPPING=1")
+        if self.scheduler.running:
+            self.scheduler.pause()
+            done = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+            done.start()
+            done.join(grace)
+        if self.http is not None:
+            self.http.stop()
+        if self.socket_mode is not None:
+            self.socket_mode.stop()
+        if self.is_leader:
+            self.queue.release_lease(LEADER_LEASE, self.replica)
+        self.db.dispose()
+
+
+def run_forever(daemon: Daemon) -> int:
+    """Start, wait for SIGTERM/SIGINT (a second one exits at once), stop, exit 0."""
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if stop_requested.is_set():
+            os._exit(1)
+        stop_requested.set()
+
+    def on_hup(_signum: int, _frame: FrameType | None) -> None:
+        threading.Thread(target=daemon.reload, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hup)
+    daemon.start()
+    while not stop_requested.wait(0.5):
+        pass
+    log.info("stopping", extra={"event": "stopping"})
+    daemon.stop()
+    return 0
+
+
+def run_once(daemon: Daemon) -> int:
+    """Evaluate every rule once, carry out what that decided, deliver messages, exit."""
+    daemon.prepare()
+    daemon.engine.tick_group(list(daemon.rules.current.runtime.values()), utc_now())
+    if not daemon.dry_run:
+        daemon.dispatcher.run_due(utc_now())
+    if daemon.outbox is not None:
+        daemon.outbox.deliver_due(utc_now())
+    daemon.queue.release_lease(LEADER_LEASE, daemon.replica)
+    return 1 if daemon.rules.current.findings else 0
+
+
+def config_dir(config: WatcherConfig) -> Path:
+    return Path(config.base_dir)

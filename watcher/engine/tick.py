@@ -1,0 +1,351 @@
+"""One tick of a rule: measure, step the state machine, persist in one transaction.
+
+The engine is the only place that reads the clock (through the `clock` it is given). The order
+is fixed: network first (measure; when the rule fires, ask the target its live version), then one
+transaction with no network call inside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from watcher.decisions.evaluation import RuleStatus, Transition, step
+from watcher.decisions.known_good import choose_rollback_version
+from watcher.decisions.safety import SafetyPolicy, TargetRollbackHistory, decide
+from watcher.decisions.verification import decide_verification
+from watcher.incidents import flow as incident_flow
+from watcher.model import IncidentStatus, Measurement, Outcome, RuleState, SourceError
+from watcher.sources.base import measure_together
+from watcher.store.queue import WorkQueue
+from watcher.store.records import IncidentRecord
+from watcher.store.repository import Store, Tx
+
+if TYPE_CHECKING:
+    from watcher.engine.bind import RuntimeRule
+    from watcher.metrics import Metrics
+    from watcher.rules.config import SafetySettings
+    from watcher.targets import TargetRegistry
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+QUIET_WRITE_EVERY = timedelta(minutes=1)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class QuietWrite:
+    """A quiet rule's periodic state write, deferred to be made with its group's."""
+
+    rule_id: str
+    state_hash: str
+    content_hash: str
+    status: RuleStatus
+
+
+@dataclass(frozen=True)
+class TickResult:
+    rule_id: str
+    measurement: Measurement
+    transition: Transition
+    incident_opened: int | None
+    seconds: float
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        targets: TargetRegistry,
+        safety: SafetySettings,
+        metrics: Metrics | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.store = store
+        self.queue = WorkQueue(store)
+        self.targets = targets
+        self.safety = safety
+        self.metrics = metrics
+        self.dry_run = dry_run
+        self._statuses: dict[str, RuleStatus] = {}
+        self._open_incident_rules: set[str] = set()
+        self._persisted_at: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def load_states(self, rules: dict[str, RuntimeRule]) -> None:
+        """Restore rule states: a rule keeps its state while its query and threshold are unchanged."""
+        stored = self.store.rule_states()
+        open_rules = {incident.rule_id for incident in self.store.incidents(open_only=True, limit=100_000)}
+        with self._lock:
+            self._open_incident_rules = open_rules
+            self._statuses = {
+                rule_id: stored[rule_id].status
+                for rule_id, runtime in rules.items()
+                if rule_id in stored and stored[rule_id].state_hash == runtime.rule.state_hash
+            }
+
+    def carry_states(self, rules: dict[str, RuntimeRule], previous: dict[str, RuntimeRule]) -> None:
+        """On reload: drop the state of rules that went away or whose query/threshold changed."""
+        with self._lock:
+            for rule_id in list(self._statuses):
+                old = previous.get(rule_id)
+                new = rules.get(rule_id)
+                if new is None or old is None or old.rule.state_hash != new.rule.state_hash:
+                    del self._statuses[rule_id]
+
+    def status(self, rule_id: str) -> RuleStatus:
+        with self._lock:
+            return self._statuses.get(rule_id, RuleStatus())
+
+    def tick(self, runtime: RuntimeRule, now: datetime) -> TickResult:
+        started = time.perf_counter()
+        [measurement] = measure_together([runtime.source], now)
+        return self.settle(runtime, measurement, now, time.perf_counter() - started)
+
+    def measure_group(
+        self, runtimes: Sequence[RuntimeRule], now: datetime
+    ) -> tuple[list[Measurement], float]:
+        """Measure a group of rules at `now` (Prometheus rules sharing a request); with the
+        measuring time each rule gets its share of."""
+        started = time.perf_counter()
+        measurements = measure_together([runtime.source for runtime in runtimes], now)
+        return measurements, (time.perf_counter() - started) / max(1, len(runtimes))
+
+    def tick_group(self, runtimes: Sequence[RuntimeRule], now: datetime) -> list[TickResult]:
+        """One tick of an evaluation group: measure together, settle each rule, write the quiet
+        ones' states in one transaction. A rule that fails is logged and left out of the results;
+        the others go on (its state in the database is untouched: the next tick is the retry)."""
+        try:
+            measurements, share = self.measure_group(runtimes, now)
+        except Exception:
+            log.exception("measuring %d rules failed", len(runtimes), extra={"event": "tick_failed"})
+            return []
+        results: list[TickResult] = []
+        quiet_writes: list[QuietWrite] = []
+        for runtime, measurement in zip(runtimes, measurements, strict=True):
+            try:
+                results.append(self.settle(runtime, measurement, now, share, quiet_writes))
+            except Exception:
+                log.exception(
+                    "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
+                )
+        try:
+            self.write_quiet(quiet_writes, now)
+        except Exception:  # quiet states are what a restart assumes anyway; the next tick retries
+            log.exception("writing quiet rule states failed", extra={"event": "tick_failed"})
+        return results
+
+    def settle(
+        self,
+        runtime: RuntimeRule,
+        measurement: Measurement,
+        now: datetime,
+        measured_seconds: float,
+        quiet_writes: list[QuietWrite] | None = None,
+    ) -> TickResult:
+        """Step the rule's state machine on its measurement and persist what changed.
+
+        With `quiet_writes`, a quiet rule's periodic state write is appended there instead, for
+        `write_quiet` to make together with its group's in one transaction."""
+        started = time.perf_counter()
+        rule = runtime.rule
+        previous = self.status(rule.id)
+        transition = step(previous, measurement, runtime.policy, now)
+        context = self._firing_context(runtime, transition, now) if transition.fired else None
+        opened: int | None = None
+        if not self.dry_run and self._worth_writing(rule.id, transition, now):
+            if quiet_writes is not None and self._quiet(rule.id, transition):
+                quiet_writes.append(
+                    QuietWrite(rule.id, rule.state_hash, rule.content_hash, transition.current)
+                )
+            else:
+                opened = self._persist(runtime, transition, measurement, context, now)
+                with self._lock:
+                    self._persisted_at[rule.id] = now
+        with self._lock:
+            self._statuses[rule.id] = transition.current
+        seconds = measured_seconds + time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe_tick(rule.id, transition, seconds)
+        self._log(rule.id, measurement, transition)
+        return TickResult(rule.id, measurement, transition, opened, seconds)
+
+    def _firing_context(
+        self, runtime: RuntimeRule, transition: Transition, now: datetime
+    ) -> incident_flow.FiringContext:
+        rule = runtime.rule
+        live = self.targets.live_version(rule.target) if rule.target else None
+        choice = None
+        if rule.target and live is not None:
+            choice = choose_rollback_version(
+                live=live,
+                sightings=self.store.sightings(rule.target),
+                adapter_previous=self.targets.previous_version(rule.target),
+                stable_after=self.safety.stable_after,
+                now=now,
+            )
+        history = TargetRollbackHistory(
+            rollback_times=(
+                self.queue.rollback_times(rule.target, now - self.safety.max_rollbacks.period)
+                if rule.target
+                else []
+            ),
+            paused=self.store.pause_state().paused,
+            pause_reason=self.store.pause_state().reason,
+        )
+        policy = SafetyPolicy(
+            auto_rollback=self.safety.auto_rollback,
+            cooldown=self.safety.cooldown,
+            max_rollbacks=self.safety.max_rollbacks.count,
+            max_rollbacks_period=self.safety.max_rollbacks.period,
+        )
+        decision = decide(
+            target_busy=bool(rule.target) and self._target_busy(rule.target or ""),
+            action=rule.action,
+            has_target=rule.target is not None,
+            rollback_version=choice.version if choice else None,
+            fired_on_no_data=transition.current.fired_on_no_data,
+            policy=policy,
+            history=history,
+            now=now,
+        )
+        return incident_flow.FiringContext(live_version=live, choice=choice, decision=decision)
+
+    def write_quiet(self, writes: Sequence[QuietWrite], now: datetime) -> None:
+        """Write quiet rules' states in one transaction (a group's worth, not one each)."""
+        if not writes or self.dry_run:
+            return
+        with self.store.transaction() as tx:
+            for write in writes:
+                tx.save_rule_status(write.rule_id, write.state_hash, write.content_hash, write.status, now)
+        with self._lock:
+            for write in writes:
+                self._persisted_at[write.rule_id] = now
+
+    def _quiet(self, rule_id: str, transition: Transition) -> bool:
+        """Inactive, still inactive, nothing open, health unchanged."""
+        previous, current = transition.previous, transition.current
+        return (
+            previous.state is RuleState.INACTIVE
+            and current.state is RuleState.INACTIVE
+            and previous.consecutive_errors == current.consecutive_errors
+            and previous.unhealthy == current.unhealthy
+            and rule_id not in self._open_incident_rules
+        )
+
+    def _worth_writing(self, rule_id: str, transition: Transition, now: datetime) -> bool:
+        """A quiet rule is written at most once a minute: its state is the default one a restart
+        would assume anyway, and a write per evaluation would be most of the daemon's work."""
+        if not self._quiet(rule_id, transition):
+            return True
+        with self._lock:
+            last = self._persisted_at.get(rule_id)
+        return last is None or now - last >= QUIET_WRITE_EVERY or now < last
+
+    def _target_busy(self, target: str) -> bool:
+        busy = (IncidentStatus.ROLLING_BACK, IncidentStatus.VERIFYING)
+        if any(i.target == target and i.status in busy for i in self.store.incidents(open_only=True)):
+            return True
+        return self.queue.active_intent_for_target(target) is not None
+
+    def _persist(
+        self,
+        runtime: RuntimeRule,
+        transition: Transition,
+        measurement: Measurement,
+        context: incident_flow.FiringContext | None,
+        now: datetime,
+    ) -> int | None:
+        rule = runtime.rule
+        opened: int | None = None
+        with self.store.transaction() as tx:
+            tx.save_rule_status(rule.id, rule.state_hash, rule.content_hash, transition.current, now)
+            if transition.fired and context is not None:
+                opened = incident_flow.open_incident(tx, rule, transition, measurement, context, now)
+            if transition.became_unhealthy:
+                message = measurement.message if isinstance(measurement, SourceError) else "unknown"
+                incident_flow.record_unhealthy(tx, rule, message, now)
+            # Only this engine opens and resolves incidents, so it knows which rules have one open
+            # and spares the lookup for the many rules that stay quiet.
+            still_open = (
+                self._follow_incident(tx, runtime, transition, now)
+                if transition.fired or rule.id in self._open_incident_rules
+                else False
+            )
+        with self._lock:
+            if still_open:
+                self._open_incident_rules.add(rule.id)
+            else:
+                self._open_incident_rules.discard(rule.id)
+        return opened
+
+    def _follow_incident(self, tx: Tx, runtime: RuntimeRule, transition: Transition, now: datetime) -> bool:
+        """Verify and resolve the rule's open incident as due; True while one stays open."""
+        incident = tx.open_incident_for_rule(runtime.rule.id)
+        if incident is None:
+            return False
+        if transition.current.state is not RuleState.INACTIVE and not _verification_due(incident, now):
+            return True  # still firing and nothing due: the common case, spared two lookups
+        self._verify_if_due(tx, runtime, incident, transition, now)
+        incident = tx.incident(incident.id)
+        if (
+            incident is not None
+            and incident.resolved_at is None
+            and transition.current.state is RuleState.INACTIVE
+        ):
+            incident_flow.resolve_incident(tx, runtime.rule, incident, transition.resolved, now)
+        return tx.open_incident_for_rule(runtime.rule.id) is not None
+
+    def _verify_if_due(
+        self, tx: Tx, runtime: RuntimeRule, incident: IncidentRecord, transition: Transition, now: datetime
+    ) -> None:
+        if not _verification_due(incident, now):
+            return
+        verdict = decide_verification(transition.outcome, incident.verify_attempts + 1)
+        incident_flow.record_verification(
+            tx,
+            runtime.rule,
+            incident,
+            verdict,
+            transition.outcome.value,
+            transition.current.state is RuleState.INACTIVE,
+            runtime.rule.interval,
+            now,
+        )
+
+    def _log(self, rule_id: str, measurement: Measurement, transition: Transition) -> None:
+        level = logging.INFO if transition.previous.state != transition.current.state else logging.DEBUG
+        if transition.outcome is Outcome.ERROR:
+            level = logging.WARNING
+        log.log(
+            level,
+            "evaluated %s: %s",
+            rule_id,
+            transition.outcome.value,
+            extra={
+                "event": "evaluation",
+                "rule": rule_id,
+                "outcome": transition.outcome.value,
+                "value": transition.value,
+                "state_from": transition.previous.state.value,
+                "state_to": transition.current.state.value,
+                "reason": transition.reason.value,
+                "error": measurement.message if isinstance(measurement, SourceError) else None,
+            },
+        )
+
+
+def _verification_due(incident: IncidentRecord, now: datetime) -> bool:
+    due = incident.verify_due_at
+    return incident.status is IncidentStatus.VERIFYING and due is not None and now >= due

@@ -1,0 +1,245 @@
+"""The rollback worker: claims written intents and carries them out through the target's adapter.
+
+An intent is claimed by a conditional UPDATE, audited before the adapter is called (no audit, no
+action), and checked against the target first: if the target already serves the version asked
+for, the intent is recorded as done (a crash after the adapter succeeded is reconciled, never
+repeated). The adapter itself refuses when the version it was told to replace is no longer live.
+Retryable failures come back later on the one retry policy; permanent ones escalate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from watcher.failpoints import crash_if_armed
+from watcher.model import IncidentStatus, RollbackStatus
+from watcher.remediations.base import AdapterFailure, LiveVersion, RollbackResult
+from watcher.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from watcher.store.queue import WorkQueue, enqueue_message
+from watcher.store.records import AuditEvent, IntentPurpose, MessageKind, RollbackIntent
+from watcher.store.repository import Store
+
+if TYPE_CHECKING:
+    from watcher.metrics import Metrics
+    from watcher.targets import TargetRegistry
+
+log = logging.getLogger(__name__)
+
+# A claim outlives the slowest adapter call we allow (a Kubernetes rollout waits up to minutes);
+# a replica that takes over reclaims orphaned claims at once instead of waiting for this.
+CLAIM_LEASE = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    intent: RollbackIntent
+    status: RollbackStatus | None  # None: will be retried later
+    detail: str
+
+
+class RollbackDispatcher:
+    def __init__(
+        self,
+        store: Store,
+        targets: TargetRegistry,
+        holder: str,
+        verify_after: timedelta,
+        metrics: Metrics | None = None,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = WorkQueue(store)
+        self.targets = targets
+        self.holder = holder
+        self.verify_after = verify_after
+        self.metrics = metrics
+        self.retry_policy = retry_policy
+        self.on_change = on_change
+
+    def run_due(self, now: datetime, limit: int = 20) -> list[DispatchResult]:
+        results = []
+        for _ in range(limit):
+            intent = self.queue.claim_intent(self.holder, now, CLAIM_LEASE)
+            if intent is None:
+                break
+            results.append(self.carry_out(intent, now))
+        return results
+
+    def carry_out(self, intent: RollbackIntent, now: datetime) -> DispatchResult:
+        self._audit(intent, "rollback_attempt", now, attempt=intent.attempts)
+        try:
+            adapter = self.targets.adapter(intent.target)
+        except LookupError as error:
+            return self._finish(intent, RollbackStatus.FAILED, f"unknown target: {error}", now)
+        live = adapter.live_version()
+        if isinstance(live, LiveVersion) and live.version == intent.to_version:
+            detail = "the target already serves the version asked for"
+            if intent.attempts > 1:
+                detail = "reconciled after a restart: " + detail
+            return self._finish(intent, RollbackStatus.SUCCEEDED, detail, now)
+        if isinstance(live, AdapterFailure) and live.retryable:
+            return self._retry_or_fail(intent, f"live version unknown: {live.message}", now)
+        preflight = adapter.preflight(intent.to_version)
+        if not preflight.ok:
+            return self._finish(
+                intent, RollbackStatus.FAILED, "preflight: " + "; ".join(preflight.problems), now
+            )
+        crash_if_armed("before_adapter")
+        try:
+            outcome = adapter.rollback(
+                intent_key=intent.key, from_version=intent.from_version, to_version=intent.to_version
+            )
+        except Exception as error:  # a plug-in that raises is treated as a retryable failure
+            log.exception("adapter for %s raised during rollback", intent.target)
+            return self._retry_or_fail(intent, f"adapter raised {type(error).__name__}", now)
+        crash_if_armed("after_adapter")
+        if outcome.result in (RollbackResult.DONE, RollbackResult.ALREADY_DONE):
+            return self._finish(
+                intent,
+                RollbackStatus.SUCCEEDED,
+                outcome.detail or outcome.result.value,
+                now,
+                record=outcome.record,
+            )
+        if outcome.result is RollbackResult.VERSION_CHANGED:
+            return self._finish(intent, RollbackStatus.REFUSED, outcome.detail or "version changed", now)
+        failure = outcome.failure
+        message = failure.message if failure else (outcome.detail or "failed")
+        if failure is not None and failure.retryable:
+            return self._retry_or_fail(intent, message, now)
+        return self._finish(intent, RollbackStatus.FAILED, message, now, record=outcome.record)
+
+    def _retry_or_fail(self, intent: RollbackIntent, detail: str, now: datetime) -> DispatchResult:
+        next_at = self.retry_policy.next_attempt_at(intent.attempts, now)
+        if next_at is None:
+            return self._finish(
+                intent, RollbackStatus.FAILED, f"gave up after {intent.attempts} attempts: {detail}", now
+            )
+        self.queue.retry_intent_later(intent.id, next_at, detail)
+        self._audit(
+            intent, "rollback_retry_scheduled", now, error=detail, next_attempt_at=next_at.isoformat()
+        )
+        return DispatchResult(intent, None, detail)
+
+    def _finish(
+        self,
+        intent: RollbackIntent,
+        status: RollbackStatus,
+        detail: str,
+        now: datetime,
+        record: dict[str, str] | None = None,
+    ) -> DispatchResult:
+        kind = {
+            RollbackStatus.SUCCEEDED: "rollback_succeeded"
+            if intent.purpose is not IntentPurpose.UNDO
+            else "undo_succeeded",
+            RollbackStatus.REFUSED: "rollback_refused",
+            RollbackStatus.FAILED: "rollback_failed",
+        }[status]
+        with self.store.transaction() as tx:
+            self.queue.finish_intent(tx.connection, intent.id, status, detail, now)
+            tx.append_audit(self._event(intent, kind, now, detail=detail, **(record or {})))
+            if status is RollbackStatus.SUCCEEDED:
+                tx.record_live_version(intent.target, intent.to_version, now)
+            if intent.incident_id is not None:
+                text = self._update_incident(tx, intent, status, detail, now)
+                enqueue_message(
+                    tx.connection,
+                    incident_id=intent.incident_id,
+                    kind=MessageKind.INCIDENT,
+                    payload={},
+                    now=now,
+                )
+                enqueue_message(
+                    tx.connection,
+                    incident_id=intent.incident_id,
+                    kind=MessageKind.THREAD,
+                    payload={"text": text},
+                    now=now,
+                )
+        if self.metrics is not None:
+            self.metrics.rollback(intent.target, status.value)
+        log.info(
+            "rollback %s of %s: %s (%s)",
+            intent.key,
+            intent.target,
+            status.value,
+            detail,
+            extra={
+                "event": kind,
+                "target": intent.target,
+                "from_version": intent.from_version,
+                "to_version": intent.to_version,
+                "incident": intent.incident_id,
+            },
+        )
+        if self.on_change is not None:
+            self.on_change()
+        return DispatchResult(intent, status, detail)
+
+    def _update_incident(
+        self, tx: Any, intent: RollbackIntent, status: RollbackStatus, detail: str, now: datetime
+    ) -> str:
+        incident_id = intent.incident_id
+        assert incident_id is not None
+        if intent.purpose is IntentPurpose.UNDO:
+            if status is RollbackStatus.SUCCEEDED:
+                tx.update_incident(
+                    incident_id,
+                    now,
+                    undone_by=intent.requested_by,
+                    verify_due_at=None,
+                    decision_reason="undone",
+                    decision_detail=f"rollback undone by {intent.requested_by}",
+                )
+                # Still open: back to plain open (no verdict to wait for). A resolved incident keeps
+                # its status; if the version is bad again, its rule opens a new episode.
+                record = tx.incident(incident_id)
+                if record is not None and record.resolved_at is None:
+                    tx.update_incident(incident_id, now, status=IncidentStatus.OPEN)
+                who = intent.requested_by
+                return f"Rollback undone by {who}: {intent.target} is back on {intent.to_version}."
+            return f"Undo of the rollback {status.value}: {detail}"
+        if status is RollbackStatus.SUCCEEDED:
+            tx.update_incident(
+                incident_id,
+                now,
+                status=IncidentStatus.VERIFYING,
+                rollback_status=RollbackStatus.SUCCEEDED,
+                rollback_from=intent.from_version,
+                rollback_to=intent.to_version,
+                verify_due_at=now + self.verify_after,
+                verify_attempts=0,
+            )
+            return (
+                f"Rolled back {intent.target} from {intent.from_version} to {intent.to_version}; "
+                f"verifying in {int(self.verify_after.total_seconds())}s."
+            )
+        tx.update_incident(incident_id, now, status=IncidentStatus.ESCALATED, rollback_status=status)
+        return f"Rollback {status.value}: {detail}. Escalated: a human must decide."
+
+    def _event(self, intent: RollbackIntent, kind: str, now: datetime, **detail: Any) -> AuditEvent:
+        return AuditEvent(
+            at=now,
+            actor=self.holder_actor(intent),
+            kind=kind,
+            incident_id=intent.incident_id,
+            target=intent.target,
+            from_version=intent.from_version,
+            to_version=intent.to_version,
+            detail={"intent": intent.key, "purpose": intent.purpose.value, **detail},
+        )
+
+    def _audit(self, intent: RollbackIntent, kind: str, now: datetime, **detail: Any) -> None:
+        with self.store.transaction() as tx:
+            tx.append_audit(self._event(intent, kind, now, **detail))
+
+    @staticmethod
+    def holder_actor(intent: RollbackIntent) -> str:
+        # The person who asked stays the actor of what follows from their request.
+        return intent.requested_by

@@ -1,0 +1,175 @@
+"""Delivers queued messages to Slack, in order, and never in the way of a rollback.
+
+Messages are written to the outbox in the same transaction as the change they report. This
+worker sends the oldest one; Slack down, slow or rate-limiting only delays the queue (Retry-After
+honoured, retries on the one policy, never given up while Slack may come back).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from watcher.notify.outbound.facts import build_facts
+from watcher.notify.outbound.message import build_message
+from watcher.notify.outbound.slack_blocks import render_incident
+from watcher.notify.outbound.slack_client import Delivered, RateLimited, SendFailed, SendResult, SlackClient
+from watcher.retry import RetryPolicy
+from watcher.store.queue import WorkQueue
+from watcher.store.records import MessageKind, MessageStatus, OutboxMessage
+from watcher.store.repository import Store
+
+if TYPE_CHECKING:
+    from watcher.notify.inbound.actions import SlackActions
+    from watcher.rules.config import WatcherConfig
+
+log = logging.getLogger(__name__)
+
+# Slack may be down for hours: keep trying, backing off to once a minute.
+MESSAGE_RETRY = RetryPolicy(
+    attempts=None, base_delay=timedelta(seconds=1), max_delay=timedelta(minutes=1), multiplier=2.0
+)
+CLAIM = timedelta(minutes=2)
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        store: Store,
+        client: SlackClient,
+        channel: str,
+        holder: str,
+        *,
+        prometheus_url: str | None,
+        http_base_url: str | None,
+        actions: SlackActions | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = WorkQueue(store)
+        self.client = client
+        self.channel = channel
+        self.holder = holder
+        self.prometheus_url = prometheus_url
+        self.http_base_url = http_base_url
+        self.actions = actions
+        self._db_notice_sent = False
+
+    def deliver_due(self, now: datetime, limit: int = 50) -> int:
+        delivered = 0
+        for _ in range(limit):
+            message = self.queue.claim_message(self.holder, now, CLAIM)
+            if message is None:
+                break
+            if not self._deliver(message, now):
+                break  # the head of the queue waits: later messages must not overtake it
+            delivered += 1
+        return delivered
+
+    def slack_actions(self, headers: Any, raw_body: bytes) -> tuple[int, dict[str, Any] | bytes]:
+        if self.actions is None:
+            return 404, {"error": "slack interactions are not configured"}
+        return self.actions.handle_http(headers, raw_body)
+
+    def _deliver(self, message: OutboxMessage, now: datetime) -> bool:
+        result = self._send(message, now)
+        if result is None or isinstance(result, Delivered):
+            self.queue.mark_message(message.id, MessageStatus.SENT, now)
+            return True
+        if isinstance(result, RateLimited):
+            self.queue.retry_message_later(message.id, now + result.retry_after, "rate limited")
+            return False
+        if result.retryable:
+            delay = MESSAGE_RETRY.next_attempt_at(message.attempts, now) or now + MESSAGE_RETRY.max_delay
+            self.queue.retry_message_later(message.id, delay, result.message)
+            log.warning(
+                "slack delivery failed, will retry: %s", result.message, extra={"event": "slack_retry"}
+            )
+            return False
+        self.queue.mark_message(message.id, MessageStatus.FAILED, now, result.message)
+        log.error("slack message dropped: %s", result.message, extra={"event": "slack_failed"})
+        return True
+
+    def _send(self, message: OutboxMessage, now: datetime) -> SendResult | None:
+        if message.kind is MessageKind.NOTICE:
+            return self.client.post_message(self.channel, str(message.payload.get("text", "")), [])
+        if message.kind is MessageKind.EPHEMERAL:
+            target = message.payload
+            return self.client.post_ephemeral(
+                str(target["channel"]), str(target["user"]), str(target["text"])
+            )
+        incident = self.store.incident(message.incident_id) if message.incident_id is not None else None
+        if incident is None:
+            return None  # nothing to say about an incident that does not exist
+        if message.kind is MessageKind.THREAD:
+            facts_silenced = incident.silenced_until is not None and incident.silenced_until > now
+            if facts_silenced:
+                return None
+            text = str(message.payload.get("text", ""))
+            if incident.slack_ts is None:
+                return self.client.post_message(self.channel, f"#{incident.id}: {text}", [])
+            return self.client.post_message(
+                incident.slack_channel or self.channel, text, [], thread_ts=incident.slack_ts
+            )
+        facts = build_facts(
+            incident,
+            self.store.timeline(incident.id),
+            prometheus_url=self.prometheus_url,
+            http_base_url=self.http_base_url,
+        )
+        payload = render_incident(build_message(facts, now))
+        if incident.slack_ts is None or incident.slack_channel is None:
+            result = self.client.post_message(self.channel, payload.text, payload.blocks)
+            if isinstance(result, Delivered):
+                with self.store.transaction() as tx:
+                    tx.update_incident(incident.id, now, slack_channel=result.channel, slack_ts=result.ts)
+            return result
+        return self.client.update_message(
+            incident.slack_channel, incident.slack_ts, payload.text, payload.blocks
+        )
+
+    def database_unreachable(self, detail: str) -> None:
+        """Told once, straight to Slack: the outbox lives in the database that cannot be reached."""
+        if self._db_notice_sent:
+            return
+        result = self.client.post_message(
+            self.channel, f":rotating_light: watcher cannot reach its database: {detail}", []
+        )
+        self._db_notice_sent = isinstance(result, Delivered)
+
+    def database_reachable(self) -> None:
+        self._db_notice_sent = False
+
+
+def build_outbox_worker(config: WatcherConfig, store: Store, holder: str) -> OutboxWorker | None:
+    if config.slack is None:
+        return None
+    from watcher.notify.inbound.actions import SlackActions
+
+    client = SlackClient(
+        config.slack.token.get_secret_value(), api_url=config.slack.api_url, timeout=config.evaluation.timeout
+    )
+    actions = SlackActions(
+        store,
+        client,
+        config.slack.signing_secret.get_secret_value(),
+        list(config.slack.approvers),
+        prometheus_url=_prom_url(config),
+        http_base_url=f"http://{config.http.listen}",
+    )
+    return OutboxWorker(
+        store,
+        client,
+        config.slack.channel,
+        holder,
+        prometheus_url=_prom_url(config),
+        http_base_url=f"http://{config.http.listen}",
+        actions=actions,
+    )
+
+
+def _prom_url(config: WatcherConfig) -> str | None:
+    return config.prometheus.url.rstrip("/") if config.prometheus is not None else None
+
+
+__all__ = ["OutboxWorker", "SendFailed", "build_outbox_worker"]

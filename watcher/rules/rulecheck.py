@@ -1,0 +1,115 @@
+"""What a schema cannot say about a rule file, checked on its raw tree with positions.
+
+One source and one comparison per rule, unique names, known targets, intervals longer than the
+timeout, a target for actions that roll back, count queries for Prometheus min_samples, and safe
+summary templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from watcher.model import Action
+from watcher.rules.config import WatcherConfig
+from watcher.rules.durations import format_duration, parse_duration
+from watcher.rules.findings import Finding, did_you_mean
+from watcher.rules.templates import template_problems
+from watcher.rules.yamlsafe import TreePath, YamlDocument
+
+SOURCES = ("prometheus", "sql", "drift")
+COMPARISONS = ("above", "below")
+NEEDS_TARGET = (Action.ROLLBACK.value, Action.APPROVE.value)
+
+
+def semantic_findings(doc: YamlDocument, config: WatcherConfig) -> list[Finding]:
+    data = doc.data
+    findings = _target_findings(doc, ("target",), config)
+    raw_rules = data.get("rules")
+    if not isinstance(raw_rules, list):
+        return findings
+    names: dict[str, int] = {}
+    for index, raw in enumerate(raw_rules):
+        if isinstance(raw, dict):
+            path: TreePath = ("rules", index)
+            findings.extend(_rule_findings(doc, path, raw, config, file_target=data.get("target")))
+            findings.extend(_repeated_name(doc, path, raw, names))
+    return findings
+
+
+def _rule_findings(
+    doc: YamlDocument, path: TreePath, raw: dict[str, Any], config: WatcherConfig, file_target: Any
+) -> list[Finding]:
+    def at(key: str | None, message: str, *, on_key: bool = False) -> Finding:
+        where = path if key is None else (*path, key)
+        line, column = doc.key_position(where) if on_key else doc.position(where)
+        return Finding(doc.path, line, column, message)
+
+    findings = [
+        *_exactly_one(raw, SOURCES, at, "a source"),
+        *_exactly_one(raw, COMPARISONS, at, "a threshold"),
+        *_target_findings(doc, (*path, "target"), config),
+    ]
+    if raw.get("action") in NEEDS_TARGET and not (raw.get("target") or file_target):
+        message = f"action {raw['action']} needs a target: set target: in the file or the rule"
+        findings.append(at("action", message))
+    interval = parse_duration(raw["every"]) if isinstance(raw.get("every"), str) else None
+    timeout = config.evaluation.timeout
+    if isinstance(interval, timedelta) and timedelta(0) < interval <= timeout:
+        message = f"every: must be longer than evaluation.timeout ({format_duration(timeout)})"
+        findings.append(at("every", message))
+    if raw.get("prometheus") is not None and isinstance(raw.get("min_samples"), int | float):
+        # A PromQL value carries no sample count: the count must come from a query of its own.
+        message = "min_samples: a prometheus rule counts samples with {prometheus: QUERY, at_least: N}"
+        findings.append(at("min_samples", message))
+    if raw.get("prometheus") is not None and config.prometheus is None:
+        findings.append(at("prometheus", "prometheus: watcher.yaml has no prometheus section", on_key=True))
+    if isinstance(raw.get("summary"), str):
+        findings.extend(_template_findings(doc, (*path, "summary"), raw["summary"]))
+    return findings
+
+
+def _exactly_one(raw: dict[str, Any], keys: Sequence[str], at: Any, what: str) -> list[Finding]:
+    present = [key for key in keys if raw.get(key) is not None]  # `above: null` is no threshold
+    choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
+    if not present:
+        return [at(None, f"the rule needs {what}: one of {choices}")]
+    return [
+        at(key, f"the rule has both {present[0]} and {key}: exactly one of {choices}", on_key=True)
+        for key in present[1:]
+    ]
+
+
+def _target_findings(doc: YamlDocument, path: TreePath, config: WatcherConfig) -> list[Finding]:
+    target = doc.get(path) if path in doc.values else None
+    if not isinstance(target, str) or target in config.targets:
+        return []
+    known = ", ".join(sorted(config.targets)) or "none"
+    line, column = doc.position(path)
+    hint = did_you_mean(target, list(config.targets))
+    message = f"target '{doc.shown(path, target)}' is not in watcher.yaml{hint}: its targets are {known}"
+    return [Finding(doc.path, line, column, message)]
+
+
+def _repeated_name(
+    doc: YamlDocument, path: TreePath, raw: dict[str, Any], names: dict[str, int]
+) -> list[Finding]:
+    name = raw.get("name")
+    if not isinstance(name, str):
+        return []
+    line, column = doc.position((*path, "name"))
+    if name in names:
+        return [
+            Finding(doc.path, line, column, f"duplicate rule name '{name}' (first at line {names[name]})")
+        ]
+    names[name] = line
+    return []
+
+
+def _template_findings(doc: YamlDocument, path: TreePath, template: str) -> list[Finding]:
+    line, column = doc.position(path)
+    return [
+        Finding(doc.path, line, column, f"summary: {problem.message}")
+        for problem in template_problems(template)
+    ]
