@@ -36,9 +36,8 @@ def decision(
     no_data: bool = False,
     policy: SafetyPolicy = POLICY,
     history: TargetRollbackHistory = CLEAR,
-    escalated: bool = False,
 ) -> SafetyDecision:
-    return decide(action, has_target, version, no_data, policy, history, T0, escalated=escalated)
+    return decide(action, has_target, version, no_data, policy, history, T0)
 
 
 def rolled_back(*ago: timedelta, paused: bool = False, reason: str | None = None) -> TargetRollbackHistory:
@@ -57,7 +56,6 @@ CASES: list[tuple[str, SafetyDecision, DecisionKind, DecisionReason]] = [
     ("no-version", decision(version=None), K.NOTIFY_ONLY, R.NO_ROLLBACK_VERSION),
     ("approve-no-version", decision(Action.APPROVE, version=None), K.NOTIFY_ONLY, R.NO_ROLLBACK_VERSION),
     ("no-data", decision(no_data=True), K.NOTIFY_ONLY, R.NO_DATA_ALERT),
-    ("escalated", decision(escalated=True), K.NOTIFY_ONLY, R.ESCALATED),
     (
         "disabled",
         decision(policy=SafetyPolicy(False, POLICY.cooldown, 3, POLICY.max_rollbacks_period)),
@@ -89,11 +87,7 @@ NO_AUTO = SafetyPolicy(False, POLICY.cooldown, 3, POLICY.max_rollbacks_period)
 @pytest.mark.parametrize(
     ("made", "reason"),
     [
-        (
-            decision(Action.NOTIFY, has_target=False, version=None, no_data=True, escalated=True),
-            R.NO_DATA_ALERT,
-        ),
-        (decision(Action.NOTIFY, has_target=False, version=None, escalated=True), R.ESCALATED),
+        (decision(Action.NOTIFY, has_target=False, version=None, no_data=True), R.NO_DATA_ALERT),
         (decision(Action.NOTIFY, has_target=False, version=None), R.RULE_NOTIFIES),
         (decision(has_target=False, version=None), R.NO_TARGET),
         (decision(Action.APPROVE, policy=NO_AUTO, history=ALL_AGAINST), R.RULE_ASKS_APPROVAL),
@@ -101,7 +95,7 @@ NO_AUTO = SafetyPolicy(False, POLICY.cooldown, 3, POLICY.max_rollbacks_period)
         (decision(history=ALL_AGAINST), R.PAUSED),
         (decision(history=rolled_back(5 * M, 2 * H, 3 * H)), R.COOLDOWN),
     ],
-    ids=["no-data", "escalated", "notify", "no-target", "approve", "disabled", "paused", "cooldown"],
+    ids=["no-data", "notify", "no-target", "approve", "disabled", "paused", "cooldown"],
 )
 def test_checks_run_in_the_documented_order(made: SafetyDecision, reason: DecisionReason) -> None:
     assert made.reason is reason

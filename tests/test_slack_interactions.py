@@ -138,6 +138,7 @@ def _value(value: object) -> Callable[[dict[str, Any]], None]:
         (_edit(_value({"incident": -3, "action": "rollback"})), PayloadProblem.BAD_VALUE),
         (_edit(_value({"incident": 4.2, "action": "rollback"})), PayloadProblem.BAD_VALUE),
         (_edit(_value({"incident": 2**64, "action": "rollback"})), PayloadProblem.BAD_VALUE),
+        (_edit(_value({"incident": 2**31, "action": "rollback"})), PayloadProblem.BAD_VALUE),  # > the column
         (_edit(_value({"incident": 42, "action": "undo"})), PayloadProblem.BAD_VALUE),  # names another action
         (_edit(_value("x" * 2001)), PayloadProblem.BAD_VALUE),
         (_edit(lambda p: p.pop("user")), PayloadProblem.BAD_FIELD),

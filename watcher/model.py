@@ -12,6 +12,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+# incidents.id is an SQLAlchemy Integer: 32-bit in PostgreSQL, so no larger id can exist. Ids read
+# from outside (a URL, a button value) above this are unknown incidents, not database errors.
+MAX_INCIDENT_ID = 2**31 - 1
+
 
 class Signal(StrEnum):
     LATENCY = "latency"

@@ -4,11 +4,10 @@
 inputs always give the same reason:
 
 1. no_data_alert          the episode counted missing data as a breach: never a rollback  -> NOTIFY_ONLY
-2. escalated              a rollback for this incident was verified and did not help       -> NOTIFY_ONLY
-3. rule_notifies          the rule's action is notify                                      -> NOTIFY_ONLY
-4. no_target              the rule names no rollback target                               -> NOTIFY_ONLY
-5. no_rollback_version    no known-good or previous version to go back to                 -> NOTIFY_ONLY
-5b. target_busy           a rollback of this target is under way or being verified        -> NOTIFY_ONLY
+2. rule_notifies          the rule's action is notify                                      -> NOTIFY_ONLY
+3. no_target              the rule names no rollback target                               -> NOTIFY_ONLY
+4. no_rollback_version    no known-good or previous version to go back to                 -> NOTIFY_ONLY
+5. target_busy            a rollback of this target is under way or being verified        -> NOTIFY_ONLY
 6. rule_asks_approval     the rule's action is approve                                     -> ASK_APPROVAL
 7. auto_rollback_disabled safety.auto_rollback is false                                    -> ASK_APPROVAL
 8. paused                 `watcher pause` is in force                                      -> ASK_APPROVAL
@@ -69,7 +68,6 @@ class DecisionReason(StrEnum):
     NO_ROLLBACK_VERSION = "no_rollback_version"
     NO_DATA_ALERT = "no_data_alert"
     TARGET_BUSY = "target_busy"
-    ESCALATED = "escalated"
 
 
 @dataclass(frozen=True)
@@ -88,14 +86,10 @@ def decide(
     history: TargetRollbackHistory,
     now: datetime,
     *,
-    escalated: bool = False,
     target_busy: bool = False,
 ) -> SafetyDecision:
-    """What to do about a rule that fired (or an incident re-examined), in the order documented above.
-
-    `escalated`: a rollback made for this incident was verified and the rule still breaches.
-    """
-    refusal = _why_not_roll_back(action, has_target, rollback_version, fired_on_no_data, escalated)
+    """What to do about a rule that fired (or an incident re-examined), in the order documented above."""
+    refusal = _why_not_roll_back(action, has_target, rollback_version, fired_on_no_data)
     if refusal is not None:
         return refusal
     if target_busy:
@@ -116,13 +110,11 @@ def decide(
 
 
 def _why_not_roll_back(
-    action: Action, has_target: bool, rollback_version: str | None, fired_on_no_data: bool, escalated: bool
+    action: Action, has_target: bool, rollback_version: str | None, fired_on_no_data: bool
 ) -> SafetyDecision | None:
-    """Checks 1-5: the cases where no rollback can be made or proposed at all."""
+    """Checks 1-4: the cases where no rollback can be made or proposed at all."""
     if fired_on_no_data:
         return _notify(DecisionReason.NO_DATA_ALERT, "fired on missing data: never a rollback")
-    if escalated:
-        return _notify(DecisionReason.ESCALATED, "a rollback did not help: no further automatic rollback")
     if action is Action.NOTIFY:
         return _notify(DecisionReason.RULE_NOTIFIES, "the rule only notifies")
     if not has_target:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +112,3 @@ def build_runtime_rules(rules: dict[str, Rule], config: WatcherConfig) -> dict[s
         rule_id: RuntimeRule(rule, build_source(rule, config, client, batch), policy_for(rule))
         for rule_id, rule in rules.items()
     }
-
-
-def verify_delay(config: WatcherConfig) -> timedelta:
-    return config.safety.verify_after

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +103,6 @@ class Daemon:
         self.last_beat = time.monotonic()
         self.ready = False
         self.stopping = threading.Event()
-        self._jobs_lock = threading.Lock()
         self._ttl = max(config.evaluation.every, timedelta(seconds=5))
         self.http: Any = None
         self.socket_mode: Any = None
@@ -365,7 +363,3 @@ def run_once(daemon: Daemon) -> int:
         daemon.outbox.deliver_due(utc_now())
     daemon.queue.release_lease(LEADER_LEASE, daemon.replica)
     return 1 if daemon.rules.current.findings else 0
-
-
-def config_dir(config: WatcherConfig) -> Path:
-    return Path(config.base_dir)

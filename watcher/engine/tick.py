@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from watcher.targets import TargetRegistry
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 QUIET_WRITE_EVERY = timedelta(minutes=1)
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from watcher.incidents.json_view import incident_detail_json, incidents_json
 from watcher.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from watcher.metrics import Metrics
+from watcher.model import MAX_INCIDENT_ID
 from watcher.store.repository import Store
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 SOCKET_TIMEOUT_SECONDS = 30  # a client that stops sending does not hold a thread for ever
 SHUTDOWN_POLL_SECONDS = 0.1  # how soon stop() is noticed by the serving loop
-MAX_INCIDENT_ID = 2**31 - 1  # the column is a 32-bit integer; larger ids cannot exist
 
 SlackHandler = Callable[[Mapping[str, str], bytes], tuple[int, "dict[str, Any] | bytes"]]
 

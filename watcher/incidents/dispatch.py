@@ -10,7 +10,6 @@ Retryable failures come back later on the one retry policy; permanent ones escal
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -50,7 +49,6 @@ class RollbackDispatcher:
         verify_after: timedelta,
         metrics: Metrics | None = None,
         retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.queue = WorkQueue(store)
@@ -59,7 +57,6 @@ class RollbackDispatcher:
         self.verify_after = verify_after
         self.metrics = metrics
         self.retry_policy = retry_policy
-        self.on_change = on_change
 
     def run_due(self, now: datetime, limit: int = 20) -> list[DispatchResult]:
         results = []
@@ -178,8 +175,6 @@ class RollbackDispatcher:
                 "incident": intent.incident_id,
             },
         )
-        if self.on_change is not None:
-            self.on_change()
         return DispatchResult(intent, status, detail)
 
     def _update_incident(

@@ -24,7 +24,6 @@ from watcher.notify.inbound.interactions import (
     Rejected,
     authorize,
     parse_action,
-    parse_action_payload,
     verify_request,
 )
 from watcher.notify.outbound.facts import build_facts
@@ -78,11 +77,6 @@ class SlackActions:
         if isinstance(press, InvalidPayload):
             return 400, {"error": "invalid payload", "reason": press.reason.value}
         return 200, self.handle_press(press, now)
-
-    def handle_socket_payload(self, payload: Mapping[str, Any]) -> None:
-        press = parse_action_payload(payload)
-        if not isinstance(press, InvalidPayload):
-            self.handle_press(press, utc_now())
 
     def handle_press(self, press: ButtonPress, now: datetime) -> dict[str, Any]:
         team = self.bot_team_id()

@@ -29,6 +29,7 @@ from slack_sdk.socket_mode.client import BaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from watcher.model import MAX_INCIDENT_ID
 from watcher.notify.inbound.approvers import is_user_group
 from watcher.notify.outbound.message import ButtonAction
 from watcher.notify.outbound.slack_client import DEFAULT_API_URL, SendFailed
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_WINDOW = timedelta(minutes=5)
 _MAX_VALUE_LENGTH = 2000  # Slack's limit for a button value
-_MAX_INCIDENT_ID = 2**63 - 1  # the database's BIGINT
 
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _TEAM_ID = re.compile(r"^[TE][A-Z0-9]{2,}$")
@@ -193,7 +193,7 @@ def _incident_from_value(value: str, button: ButtonAction) -> int | InvalidPaylo
         return InvalidPayload(PayloadProblem.BAD_VALUE, "button value must hold incident and action only")
     incident, action = decoded["incident"], decoded["action"]
     # bool is an int in Python; `true` is not an incident id.
-    if type(incident) is not int or not 0 < incident <= _MAX_INCIDENT_ID:
+    if type(incident) is not int or not 0 < incident <= MAX_INCIDENT_ID:
         return InvalidPayload(PayloadProblem.BAD_VALUE, "incident is not a positive integer")
     if action != button.value:
         return InvalidPayload(PayloadProblem.BAD_VALUE, "button value names another action")
