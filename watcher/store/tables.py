@@ -154,6 +154,8 @@ rollback_intents = Table(
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("claimed_by", String(100)),
     Column("claimed_until", UTCDateTime()),
+    # The fencing token of the current claim: raised by every new claim, checked by every write.
+    Column("fence", Integer, nullable=False, server_default=text("0")),
     Column("result_detail", Text),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
@@ -172,6 +174,7 @@ outbox_messages = Table(
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("claimed_by", String(100)),
     Column("claimed_until", UTCDateTime()),
+    Column("fence", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("sent_at", UTCDateTime()),
@@ -215,5 +218,26 @@ leases = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("holder", String(200), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("fence", Integer, nullable=False, server_default=text("0")),
+)
+
+# One lease per evaluation group: the replicas share the groups through these rows, each claimed
+# with SELECT ... FOR UPDATE SKIP LOCKED; `fence` grows with each new holder.
+group_leases = Table(
+    "group_leases",
+    metadata,
+    Column("key", String(1000), primary_key=True),
+    Column("holder", String(200)),
+    Column("fence", Integer, nullable=False, server_default=text("0")),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# Live replicas, each renewing its row: how many there are sets every replica's fair share.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("started_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
 )
