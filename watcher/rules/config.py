@@ -35,7 +35,7 @@ from pydantic import (
 from watcher.remediations import base as remediation_base
 from watcher.remediations.base import AdapterFactory, AdapterSettings
 from watcher.rules.durations import Duration, PositiveDuration, RateLimit, RateLimitField
-from watcher.rules.findings import Finding, did_you_mean, sorted_findings, validation_findings
+from watcher.rules.findings import Finding, did_you_mean, fragment, sorted_findings, validation_findings
 from watcher.rules.yamlsafe import YamlDocument, YamlFailure, load_mapping_document, without_repeats
 
 # Target, model and rule names: they end up in rule ids, metrics labels and Slack buttons.
@@ -316,9 +316,11 @@ def _target(
         return [Finding(doc.path, where[0], where[1], message)]
 
     if not NAME_PATTERN.fullmatch(name):
-        return finding_at(doc.key_position(path), f"target name '{name}': use letters, digits, '-', '_', '.'")
+        return finding_at(
+            doc.key_position(path), f"target name '{fragment(name)}': use letters, digits, '-', '_', '.'"
+        )
     if not isinstance(spec, dict) or "adapter" not in spec:
-        message = f"target '{name}' needs a mapping with an adapter: {_installed(adapters)}"
+        message = f"target '{fragment(name)}' needs a mapping with an adapter: {_installed(adapters)}"
         return finding_at(doc.key_position(path), message)
     adapter = spec["adapter"]
     where = doc.position((*path, "adapter"))
@@ -328,9 +330,9 @@ def _target(
     if factory is None:
         hint = did_you_mean(adapter, adapters.names())
         shown = doc.shown((*path, "adapter"), adapter)
-        return finding_at(where, f"unknown adapter '{shown}'{hint}: {_installed(adapters)}")
+        return finding_at(where, f"unknown adapter '{fragment(shown)}'{hint}: {_installed(adapters)}")
     if isinstance(factory, AdapterUnavailable):
-        return finding_at(where, f"adapter '{adapter}' cannot be loaded: {factory.reason}")
+        return finding_at(where, f"adapter '{fragment(adapter)}' cannot be loaded: {factory.reason}")
     settings = {key: value for key, value in spec.items() if key != "adapter"}
     if "target" in factory.settings_model.model_fields:
         settings.setdefault("target", name)  # adapters that report their target's name get it

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, PlainSerializer, PlainValidator
 
+from watcher.rules.findings import fragment as _shown
+
 # Units from the largest down, as Prometheus writes them (a year is 365 days, as there).
 _UNITS: tuple[tuple[str, timedelta], ...] = (
     ("y", timedelta(days=365)),
@@ -40,13 +42,13 @@ def parse_duration(text: str) -> timedelta | InvalidDuration:
         return timedelta(0)
     match = _PATTERN.fullmatch(text)
     if not text or match is None:
-        return InvalidDuration(f"invalid duration '{text}': {_HINT}")
+        return InvalidDuration(f"invalid duration '{_shown(text)}': {_HINT}")
     total = timedelta(0)
     for unit, size in _UNITS:
         count = match.group(unit)
         if count is not None:
             if int(count) * size.total_seconds() > _MAX_DAYS * 86400:
-                return InvalidDuration(f"duration '{text}' is too long")
+                return InvalidDuration(f"duration '{_shown(text)}' is too long")
             total += int(count) * size
     return total
 
@@ -90,14 +92,16 @@ def parse_rate_limit(text: str) -> RateLimit | InvalidRateLimit:
     """`3 per 24h` -> RateLimit(3, 24 hours). The period must be longer than zero."""
     match = _RATE.fullmatch(text)
     if match is None:
-        return InvalidRateLimit(f"invalid rate limit '{text}': expected COUNT per DURATION, e.g. '3 per 24h'")
+        return InvalidRateLimit(
+            f"invalid rate limit '{_shown(text)}': expected COUNT per DURATION, e.g. '3 per 24h'"
+        )
     period = parse_duration(match.group(2))
     if isinstance(period, InvalidDuration):
         return InvalidRateLimit(
-            f"invalid rate limit '{text}': '{match.group(2)}' is not a duration such as 24h"
+            f"invalid rate limit '{_shown(text)}': '{_shown(match.group(2))}' is not a duration such as 24h"
         )
     if period <= timedelta(0):
-        return InvalidRateLimit(f"invalid rate limit '{text}': the period must be longer than 0s")
+        return InvalidRateLimit(f"invalid rate limit '{_shown(text)}': the period must be longer than 0s")
     return RateLimit(count=int(match.group(1)), period=period)
 
 

@@ -22,12 +22,38 @@ if TYPE_CHECKING:
     from watcher.rules.yamlsafe import TreePath, YamlDocument
 
 
+# What a message may quote of a file's own words: a key or value it did not understand may really
+# be a line of another file (a password hash, a key), so only a short, escaped fragment is shown.
+FRAGMENT_LIMIT = 40
+# A message as a whole is cut here too: a quoted value that slipped past `fragment` stays bounded.
+MESSAGE_LIMIT = 400
+
+
+def fragment(text: object, limit: int = FRAGMENT_LIMIT) -> str:
+    """At most `limit` characters of `text`, anything unprintable escaped (`\\n`, `\\x1b`), cut
+    with `…`: what a finding may repeat of what it did not understand."""
+    raw = str(text)
+    escaped = "".join(_printable(character) for character in raw[: limit + 1])
+    return escaped if len(escaped) <= limit and len(raw) <= limit else escaped[: limit - 1] + "…"
+
+
+def _printable(character: str) -> str:
+    if character.isprintable():
+        return character
+    return character.encode("unicode_escape").decode("ascii")
+
+
 @dataclass(frozen=True)
 class Finding:
     file: Path
     line: int  # 1-based
     column: int  # 1-based
     message: str
+
+    def __post_init__(self) -> None:
+        # Terminal control characters never reach an operator's screen or a log line, whatever
+        # a message was built from; a message is never longer than MESSAGE_LIMIT.
+        object.__setattr__(self, "message", fragment(self.message, MESSAGE_LIMIT))
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
@@ -43,7 +69,7 @@ def sorted_findings(findings: Sequence[Finding]) -> list[Finding]:
 
 def did_you_mean(word: str, candidates: Sequence[str]) -> str:
     """` (did you mean 'x'?)` when a candidate is close enough, else an empty string."""
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(word[:100], list(candidates), n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -98,9 +124,8 @@ def _finding(item: dict[str, Any], doc: YamlDocument, model: type[BaseModel], pr
     if kind == "extra_forbidden":
         key = str(loc[-1])
         line, column = doc.key_position(path)
-        return Finding(
-            doc.path, line, column, f"unknown key '{key}'{_key_hint(key, model_at(model, loc[:-1]))}"
-        )
+        hint = _key_hint(key, model_at(model, loc[:-1]))
+        return Finding(doc.path, line, column, f"unknown key '{fragment(key)}'{hint}")
     if loc[-1:] == ("[key]",):  # a mapping key itself is invalid: point at the key
         path = doc.resolve(prefix + loc[:-1])
         line, column = doc.key_position(path)
@@ -119,8 +144,8 @@ def _message(item: dict[str, Any], kind: str, label: str) -> str:
         allowed = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         if not isinstance(item["input"], str):
             return f"{label}: expected one of {', '.join(allowed)}, got {describe(item['input'])}"
-        hint = did_you_mean(item["input"], allowed)
-        return f"unknown {label} '{item['input']}'{hint}: expected one of {', '.join(allowed)}"
+        hint = did_you_mean(item["input"][:100], allowed)
+        return f"unknown {label} '{fragment(item['input'])}'{hint}: expected one of {', '.join(allowed)}"
     if kind in _EXPECTED:
         return f"{label}: expected {_EXPECTED[kind]}, got {describe(item['input'])}"
     if kind in _LIMITS:
@@ -148,7 +173,7 @@ def _key_hint(key: str, model: type[BaseModel] | None) -> str:
         return ""
     known = [info.alias or name for name, info in model.model_fields.items()]
     hints: dict[str, str] = getattr(model, "key_hints", {})
-    close = difflib.get_close_matches(key, [*known, *hints], n=1, cutoff=0.75)
+    close = difflib.get_close_matches(key[:100], [*known, *hints], n=1, cutoff=0.75)
     if not close:
         return ""
     return f" (did you mean {hints[close[0]]}?)" if close[0] in hints else f" (did you mean '{close[0]}'?)"
@@ -162,7 +187,7 @@ def _label(path: TreePath, loc: tuple[str | int, ...]) -> str:
         if isinstance(part, int):
             indexes.insert(0, f"[{part}]")
             continue
-        return part + "".join(indexes)
+        return fragment(part) + "".join(indexes)
     return "value" + "".join(indexes)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from watcher.model import Action
 from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration, parse_duration
-from watcher.rules.findings import Finding, did_you_mean
+from watcher.rules.findings import Finding, did_you_mean, fragment
 from watcher.rules.templates import template_problems
 from watcher.rules.yamlsafe import TreePath, YamlDocument
 
@@ -88,7 +88,9 @@ def _target_findings(doc: YamlDocument, path: TreePath, config: WatcherConfig) -
     known = ", ".join(sorted(config.targets)) or "none"
     line, column = doc.position(path)
     hint = did_you_mean(target, list(config.targets))
-    message = f"target '{doc.shown(path, target)}' is not in watcher.yaml{hint}: its targets are {known}"
+    message = (
+        f"target '{fragment(doc.shown(path, target))}' is not in watcher.yaml{hint}: its targets are {known}"
+    )
     return [Finding(doc.path, line, column, message)]
 
 
@@ -101,7 +103,12 @@ def _repeated_name(
     line, column = doc.position((*path, "name"))
     if name in names:
         return [
-            Finding(doc.path, line, column, f"duplicate rule name '{name}' (first at line {names[name]})")
+            Finding(
+                doc.path,
+                line,
+                column,
+                f"duplicate rule name '{fragment(name)}' (first at line {names[name]})",
+            )
         ]
     names[name] = line
     return []

@@ -9,7 +9,6 @@ no rule, and never hides the other files' rules or findings.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -34,7 +33,6 @@ from pydantic import (
 
 from watcher.model import Action, DriftMethod, NoDataPolicy, Severity, Signal
 from watcher.rules.config import (
-    GLOB_CHARACTERS,
     NAME_PATTERN,
     DatabaseUrl,
     FrozenModel,
@@ -43,25 +41,25 @@ from watcher.rules.config import (
     context_base_dir,
     mask_url_password,
 )
+from watcher.rules.discovery import discover_rule_files
 from watcher.rules.durations import Duration, PositiveDuration
-from watcher.rules.findings import Finding, sorted_findings, validation_findings
+from watcher.rules.findings import Finding, fragment, sorted_findings, validation_findings
 from watcher.rules.rulecheck import semantic_findings
 from watcher.rules.yamlsafe import YamlDocument, YamlFailure, load_mapping_document, without_repeats
 
 DATA_FILE_SUFFIXES = (".csv", ".parquet")
-RULE_FILE_SUFFIXES = (".yaml", ".yml")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # as Prometheus has them
 
 
 def _name(value: str) -> str:
     if not NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"'{value}' is not a valid name: use letters, digits, '-', '_' and '.'")
+        raise ValueError(f"'{fragment(value)}' is not a valid name: use letters, digits, '-', '_' and '.'")
     return value
 
 
 def _label_name(value: str) -> str:
     if not LABEL_NAME.fullmatch(value):
-        raise ValueError(f"'{value}' is not a valid label name: use letters, digits and '_'")
+        raise ValueError(f"'{fragment(value)}' is not a valid label name: use letters, digits and '_'")
     return value
 
 
@@ -72,13 +70,13 @@ Number = Annotated[float, Strict()]  # an int is a number too; "0.5" and true ar
 
 def _data_file(value: Path, info: ValidationInfo) -> Path:
     if value.suffix.lower() not in DATA_FILE_SUFFIXES:
-        raise ValueError(f"'{value}' is neither a .csv nor a .parquet file")
+        raise ValueError(f"'{fragment(value)}' is neither a .csv nor a .parquet file")
     base_dir = context_base_dir(info)
     if base_dir is None:
         return value
     located = Path(os.path.normpath(base_dir / value))
     if not located.is_file():
-        raise ValueError(f"data file '{value}' does not exist")
+        raise ValueError(f"data file '{fragment(value)}' does not exist")
     return located
 
 
@@ -237,40 +235,19 @@ class RulesResult:
 
 
 def rule_file_paths(config: WatcherConfig, paths: Sequence[Path] | None = None) -> list[Path]:
-    """The rule files named by `paths` (or the configuration's `rules:`): directories walked for
-    *.yaml and *.yml, globs expanded; a named file that does not exist is kept, to be reported."""
-    found: list[Path] = []
-    for entry in config.rules if paths is None else paths:
-        if not GLOB_CHARACTERS.isdisjoint(str(entry)):
-            found.extend(Path(match) for match in sorted(glob.glob(str(entry), recursive=True)))
-        elif entry.is_dir():
-            found.extend(_walk(entry))
-        else:
-            found.append(entry)
-    config_file = config.path.absolute()
-    unique = dict.fromkeys(path for path in found if path.absolute() != config_file)
-    return [path for path in unique if not path.is_dir()]
-
-
-def _walk(directory: Path) -> list[Path]:
-    return sorted(
-        path
-        for path in directory.rglob("*")
-        if path.suffix in RULE_FILE_SUFFIXES
-        and path.is_file()
-        and not path.stem.endswith(".test")  # `watcher test` files may live beside the rules
-        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
-    )
+    """Every rule file named by `paths` (or the configuration's `rules:`), the refused links too
+    (see watcher.rules.discovery): what a reload watches."""
+    return discover_rule_files(config, paths).watched
 
 
 def load_rules(
     config: WatcherConfig, paths: Sequence[Path] | None = None, env: Mapping[str, str] | None = None
 ) -> RulesResult:
     """Every rule file of the configuration (or `paths`), checked against it."""
-    files = rule_file_paths(config, paths)
+    discovered = discover_rule_files(config, paths)
     rules: dict[str, Rule] = {}
-    findings: list[Finding] = []
-    for path in files:
+    findings: list[Finding] = list(discovered.refused)
+    for path in discovered.readable:
         result = load_rule_file(path, config, env)
         findings.extend(result.findings)
         if result.rule_file is None:
@@ -280,7 +257,7 @@ def load_rules(
             findings.extend(_repeated_id(rule, rules[rule.id]) for rule in repeated)
             continue
         rules.update((rule.id, rule) for rule in result.rule_file.rules)
-    return RulesResult(rules=rules, findings=sorted_findings(findings), files=files)
+    return RulesResult(rules=rules, findings=sorted_findings(findings), files=discovered.watched)
 
 
 def _repeated_id(rule: Rule, first: Rule) -> Finding:

@@ -12,6 +12,8 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from watcher.rules.findings import fragment
+
 ALLOWED_VARIABLES = frozenset(
     {"value", "threshold", "samples", "labels", "rule", "model", "signal", "severity"}
 )
@@ -36,7 +38,7 @@ def template_problems(template: str) -> list[TemplateProblem]:
         return [TemplateProblem(f"template syntax error: {_sentence(error.message)}", error.lineno or 1)]
     allowed = ", ".join(sorted(ALLOWED_VARIABLES))
     problems = [
-        TemplateProblem(f"template uses unknown variable '{name}': allowed are {allowed}", 1)
+        TemplateProblem(f"template uses unknown variable '{fragment(name)}': allowed are {allowed}", 1)
         for name in sorted(_variables(tree) - ALLOWED_VARIABLES)
     ]
     problems.extend(_private_access(tree))
@@ -71,7 +73,7 @@ def _private_access(tree: nodes.Template) -> list[TemplateProblem]:
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
         name = _accessed_name(node)
         if name is not None and name.startswith("_"):
-            message = f"template accesses '{name}': names beginning with '_' are not allowed"
+            message = f"template accesses '{fragment(name)}': names beginning with '_' are not allowed"
             problems.append(TemplateProblem(message, node.lineno))
     return problems
 

@@ -28,7 +28,7 @@ from yaml.reader import Reader, ReaderError
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
-from watcher.rules.findings import Finding, describe
+from watcher.rules.findings import Finding, describe, fragment
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -112,13 +112,13 @@ class _RefusingComposer(Composer):
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event = self.peek_event()  # type: ignore[attr-defined]  # the parser it is mixed with
         if isinstance(event, AliasEvent):
-            raise _Refused(f"aliases (*{event.anchor}) are not allowed", event.start_mark)
+            raise _Refused(f"aliases (*{fragment(event.anchor)}) are not allowed", event.start_mark)
         if getattr(event, "anchor", None) is not None:
-            raise _Refused(f"anchors (&{event.anchor}) are not allowed", event.start_mark)
+            raise _Refused(f"anchors (&{fragment(event.anchor)}) are not allowed", event.start_mark)
         tag = getattr(event, "tag", None)
         if tag not in (None, "!") and tag not in _ALLOWED_TAGS:
             shown = "!!" + tag[len(_STANDARD) :] if tag.startswith(_STANDARD) else tag
-            raise _Refused(f"tag '{shown}' is not allowed: plain data only", event.start_mark)
+            raise _Refused(f"tag '{fragment(shown)}' is not allowed: plain data only", event.start_mark)
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise _Refused(f"nesting deeper than {MAX_DEPTH} levels", event.start_mark)
@@ -258,7 +258,7 @@ class _TreeBuilder:
             key = str(key_node.value)
             if key in result:
                 first = self.keys[(*path, key)][0]
-                self._problem(where, f"duplicate key '{key}' (first at line {first})")
+                self._problem(where, f"duplicate key '{fragment(key)}' (first at line {first})")
                 continue
             self.keys[(*path, key)] = where
             result[key] = self.build(value_node, (*path, key))
@@ -278,7 +278,7 @@ class _TreeBuilder:
         try:
             return construct(node)
         except (ValueError, yaml.YAMLError):
-            self._problem(_mark_position(node.start_mark), f"'{node.value}' is not a valid {tag}")
+            self._problem(_mark_position(node.start_mark), f"'{fragment(node.value)}' is not a valid {tag}")
             return None
 
     def _problem(self, where: Position, message: str) -> None:
@@ -302,7 +302,7 @@ def expand_env(doc: YamlDocument, env: Mapping[str, str]) -> tuple[YamlDocument,
             name = match.group(1)
             line, column = doc.position(path)
             if not _VARIABLE_NAME.fullmatch(name):
-                message = f"'${{{name}}}' is not a valid variable name"
+                message = f"'${{{fragment(name)}}}' is not a valid variable name"
                 findings.append(Finding(doc.path, line, column, message))
                 return ""
             if name not in env:
