@@ -174,6 +174,8 @@ class SlackSettings(FrozenModel):
 
 class HttpSettings(FrozenModel):
     listen: StrictStr = "127.0.0.1:9460"
+    # Where people reach the web pages (a proxy's address, say): Slack links point there.
+    external_url: StrictStr | None = None
 
     @field_validator("listen")
     @classmethod
@@ -182,6 +184,18 @@ class HttpSettings(FrozenModel):
         if match is None or not 0 < int(match.group(2)) < 65536:
             raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9460 or [::1]:9460")
         return listen
+
+    @field_validator("external_url")
+    @classmethod
+    def _absolute_http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", url):
+            raise ValueError("expected an absolute http:// or https:// URL, e.g. https://watcher.example.com")
+        return url.rstrip("/") if url is not None else None
+
+    @property
+    def base_url(self) -> str:
+        """The pages' address as links give it: external_url, else the listen address."""
+        return self.external_url or f"http://{self.listen}"
 
     @property
     def host(self) -> str:
