@@ -1,18 +1,21 @@
 """Summary templates: Jinja2 in an immutable sandbox, with a fixed set of variables.
 
 Rule files are written by many hands and rendered inside the daemon, so a template is checked
-when it is loaded (syntax, variables, no `_private` attribute) and rendered in the sandbox.
+when it is loaded (syntax, variables, no `_private` attribute, nothing that can never fit) and
+rendered in a sandbox that also bounds what it builds (watcher.rules.template_limits); the
+rendered summary is at most MAX_SUMMARY characters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from watcher.rules.findings import fragment
+from watcher.rules.template_limits import MAX_SUMMARY, BoundedSandbox, TemplateTooLarge, oversized_constants
 
 ALLOWED_VARIABLES = frozenset(
     {"value", "threshold", "samples", "labels", "rule", "model", "signal", "severity"}
@@ -20,7 +23,7 @@ ALLOWED_VARIABLES = frozenset(
 
 # No loader: {% include %}, {% import %} and {% extends %} have nothing to reach. No globals
 # either (range, lipsum, cycler, ...): a summary sees exactly ALLOWED_VARIABLES.
-_ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+_ENVIRONMENT = BoundedSandbox(undefined=StrictUndefined, autoescape=False)
 _ENVIRONMENT.globals.clear()
 
 
@@ -43,6 +46,7 @@ def template_problems(template: str) -> list[TemplateProblem]:
     ]
     problems.extend(_private_access(tree))
     problems.extend(_loading_tags(tree))
+    problems.extend(TemplateProblem(message, line) for message, line in oversized_constants(tree))
     try:
         _ENVIRONMENT.from_string(template)  # compiling finds unknown filters and tests
     except TemplateError as error:
@@ -100,11 +104,27 @@ def _loading_tags(tree: nodes.Template) -> list[TemplateProblem]:
 
 
 def render_summary(template: str, **context: Any) -> str:
-    """Render in the sandbox. Never raises: a template that fails at render time (a variable
-    missing for this evaluation, say) gives its own text with the reason appended."""
+    """Render in the sandbox, at most MAX_SUMMARY characters. Never raises: a template that fails
+    at render time (a variable missing for this evaluation, too large a value) gives its own
+    text with the reason appended."""
     try:
-        return _ENVIRONMENT.from_string(template).render(**context)
+        return _cut(_ENVIRONMENT.from_string(template).generate(**context))
     except TemplateError as error:
-        return f"{template} [summary could not be rendered: {error.message or type(error).__name__}]"
-    except (TypeError, ValueError, ArithmeticError, LookupError) as error:
-        return f"{template} [summary could not be rendered: {type(error).__name__}]"
+        reason = error.message or type(error).__name__
+    except (TypeError, ValueError, ArithmeticError, LookupError, MemoryError) as error:
+        reason = str(error) if isinstance(error, TemplateTooLarge) else type(error).__name__
+    return _cut(iter((template, f" [summary could not be rendered: {reason}]")))
+
+
+def _cut(chunks: Iterator[str]) -> str:
+    """The chunks joined, stopping once MAX_SUMMARY characters are out: a template is rendered
+    as a stream, so a loop that writes too much is cut short instead of run to the end."""
+    parts: list[str] = []
+    length = 0
+    for chunk in chunks:
+        parts.append(chunk)
+        length += len(chunk)
+        if length > MAX_SUMMARY:
+            break
+    text = "".join(parts)
+    return text if len(text) <= MAX_SUMMARY else text[: MAX_SUMMARY - 1] + "…"
