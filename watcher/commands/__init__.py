@@ -13,4 +13,5 @@ COMMAND_MODULES: tuple[str, ...] = (
     "watcher.commands.operate",
     "watcher.commands.drill",
     "watcher.commands.ruletest",
+    "watcher.commands.backtest",
 )
