@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, cli_actor, load_or_report
+from watcher.commands.common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    cli_actor,
+    load_or_report,
+    reports_database_errors,
+)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -16,6 +23,7 @@ def add_parsers(subparsers: Any) -> None:
     drill.set_defaults(handler=cmd_drill)
 
 
+@reports_database_errors
 def cmd_drill(args: argparse.Namespace) -> int:
     from watcher.commands.operate import _open_store
     from watcher.engine.tick import utc_now

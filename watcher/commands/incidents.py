@@ -16,9 +16,15 @@ from typing import Any, TextIO
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, load_or_report
+from watcher.commands.common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    database_problem,
+    load_or_report,
+    reports_database_errors,
+)
 from watcher.incidents.json_view import incident_detail_json, incidents_json
-from watcher.logs import redact
 from watcher.store import migrate
 from watcher.store.database import is_sqlite, open_engine, redact_url
 from watcher.store.repository import Store
@@ -39,6 +45,7 @@ def add_parsers(subparsers: Any) -> None:
     one.set_defaults(handler=cmd_incident)
 
 
+@reports_database_errors
 def cmd_incidents(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if isinstance(config, int):
@@ -47,6 +54,7 @@ def cmd_incidents(args: argparse.Namespace) -> int:
     return list_incidents(database, open_only=args.open, as_json=args.json, out=sys.stdout)
 
 
+@reports_database_errors
 def cmd_incident(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if isinstance(config, int):
@@ -102,6 +110,9 @@ def open_migrated_store(database: str) -> Store | int:
         return EXIT_USAGE
     engine = open_engine(database)
     try:
+        # Reached first: current_revision() reads an unreachable database as "never migrated".
+        with engine.connect():
+            pass
         current = migrate.current_revision(engine)
         head = migrate.head_revision(engine)
     except SQLAlchemyError as error:
@@ -126,9 +137,8 @@ def _missing_sqlite_file(database: str) -> Path | None:
 
 
 def _database_failure(database: str, error: SQLAlchemyError) -> int:
-    # The driver's message can quote the connection string; mask it before it reaches a terminal.
-    reason = redact(str(getattr(error, "orig", None) or error).strip().splitlines()[0])
-    print(f"watcher: cannot read database {redact_url(database)}: {reason}", file=sys.stderr)
+    # The driver's message can quote the connection string; it is masked before it is shown.
+    print(f"watcher: {database_problem(error)} ({redact_url(database)})", file=sys.stderr)
     return EXIT_USAGE
 
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, cli_actor, load_or_report
+from watcher.commands.common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    cli_actor,
+    database_problem,
+    load_or_report,
+    reports_database_errors,
+)
 from watcher.rules.config import WatcherConfig
+
+if TYPE_CHECKING:
+    from watcher.incidents.operations import ManualRollbackResult
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -41,7 +52,10 @@ def _open_store(config: WatcherConfig) -> Any:
     return Store(engine)
 
 
+@reports_database_errors
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from watcher.store import migrate
     from watcher.store.database import open_engine, redact_url
 
@@ -52,18 +66,20 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     try:
         migrate.upgrade(engine)
         print(f"{redact_url(config.database)}: at revision {migrate.current_revision(engine)}")
-    except Exception as error:
-        print(f"watcher db upgrade: {type(error).__name__}: {error}", file=sys.stderr)
+    except SQLAlchemyError as error:
+        print(f"watcher db upgrade: {database_problem(error)}", file=sys.stderr)
         return EXIT_FINDINGS
     finally:
         engine.dispose()
     return EXIT_OK
 
 
+@reports_database_errors
 def cmd_pause(args: argparse.Namespace) -> int:
     return _set_pause(args, paused=True, reason=args.reason)
 
 
+@reports_database_errors
 def cmd_resume(args: argparse.Namespace) -> int:
     return _set_pause(args, paused=False, reason=None)
 
@@ -81,6 +97,7 @@ def _set_pause(args: argparse.Namespace, *, paused: bool, reason: str | None) ->
     return EXIT_OK
 
 
+@reports_database_errors
 def cmd_rollback(args: argparse.Namespace) -> int:
     from watcher.engine.daemon import replica_id
     from watcher.engine.tick import utc_now
@@ -113,8 +130,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         stable_after=config.safety.stable_after,
         now=utc_now(),
     )
-    print(
-        f"{args.target}: {result.from_version} -> {result.to_version}: "
-        f"{result.status.value if result.status else 'not done'} ({result.detail})"
-    )
+    print(rollback_line(args.target, result))
     return EXIT_OK if result.status is RollbackStatus.SUCCEEDED else EXIT_FINDINGS
+
+
+def rollback_line(target: str, result: ManualRollbackResult) -> str:
+    """`fraud-prod: 3 -> 2: succeeded (...)`; when nothing was done for want of a version, the
+    reason alone, never `None -> None`."""
+    outcome = result.status.value if result.status else "not done"
+    if result.from_version is None or result.to_version is None:
+        return f"{target}: {outcome}: {result.detail}"
+    return f"{target}: {result.from_version} -> {result.to_version}: {outcome} ({result.detail})"

@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, load_or_report
+from watcher.commands.common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    load_or_report,
+    reports_database_errors,
+)
 
 
 def add_parsers(subparsers: Any) -> None:
@@ -34,6 +40,7 @@ def add_parsers(subparsers: Any) -> None:
     ev.set_defaults(handler=cmd_eval)
 
 
+@reports_database_errors
 def cmd_run(args: argparse.Namespace) -> int:
     from watcher.logs import setup_logging
 

@@ -17,6 +17,7 @@ from watcher.rules.durations import format_duration, parse_duration
 from watcher.rules.findings import Finding, did_you_mean, fragment
 from watcher.rules.templates import template_problems
 from watcher.rules.yamlsafe import TreePath, YamlDocument
+from watcher.sources.sql import query_problems
 
 SOURCES = ("prometheus", "sql", "drift")
 COMPARISONS = ("above", "below")
@@ -67,6 +68,30 @@ def _rule_findings(
         findings.append(at("prometheus", "prometheus: watcher.yaml has no prometheus section", on_key=True))
     if isinstance(raw.get("summary"), str):
         findings.extend(_template_findings(doc, (*path, "summary"), raw["summary"]))
+    findings.extend(_sql_parameter_findings(doc, path, raw))
+    return findings
+
+
+# Where a rule holds SQL text: the sql source, and a drift rule's data given as {url:, query:}.
+_SQL_QUERIES: tuple[TreePath, ...] = (
+    ("sql", "query"),
+    ("drift", "current", "query"),
+    ("drift", "reference", "query"),
+)
+
+
+def _sql_parameter_findings(doc: YamlDocument, path: TreePath, raw: dict[str, Any]) -> list[Finding]:
+    """A `:name` that watcher never binds would fail at every evaluation: refused up front."""
+    findings: list[Finding] = []
+    for where in _SQL_QUERIES:
+        query: Any = raw
+        for key in where:
+            query = query.get(key) if isinstance(query, dict) else None
+        if isinstance(query, str):
+            line, column = doc.position((*path, *where))
+            findings.extend(
+                Finding(doc.path, line, column, f"query: {problem}") for problem in query_problems(query)
+            )
     return findings
 
 
