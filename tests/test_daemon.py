@@ -271,8 +271,8 @@ def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, registry_templ
 def test_reload_keeps_state_unless_query_or_threshold_changed(
     tmp_path: Path, registry_template: Path
 ) -> None:
+    from watcher.engine.ruleset import RuleBook
     from watcher.engine.tick import Engine
-    from watcher.rules.ruleset import RuleBook
     from watcher.targets import TargetRegistry
 
     url = f"sqlite:///{tmp_path / 'watcher.db'}"

@@ -25,12 +25,12 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher.engine import systemd
+from watcher.engine.ruleset import RuleBook
 from watcher.engine.scheduling import GroupJobs
 from watcher.engine.tick import Engine, utc_now
 from watcher.incidents.dispatch import RollbackDispatcher
 from watcher.metrics import Metrics
 from watcher.rules.config import WatcherConfig
-from watcher.rules.ruleset import RuleBook
 from watcher.store import migrate
 from watcher.store.database import is_sqlite, open_engine
 from watcher.store.queue import WorkQueue

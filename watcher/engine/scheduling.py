@@ -18,8 +18,8 @@ from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExe
 from apscheduler.schedulers.base import BaseScheduler
 
 from watcher.engine.bind import RuntimeRule
+from watcher.engine.ruleset import evaluation_groups
 from watcher.metrics import Metrics
-from watcher.rules.ruleset import evaluation_groups
 
 log = logging.getLogger(__name__)
 
