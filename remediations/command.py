@@ -16,6 +16,10 @@ values of ``env`` entries whose names look secret (TOKEN, SECRET, PASSWORD, KEY,
 With ``live_argv`` (a command printing the live version on stdout) a rollback first checks what
 is live: already ``to_version`` is done, anything but ``from_version`` is refused. Without it the
 command itself must be idempotent for one WATCHER_INTENT.
+
+The command gets ``from_version`` so that it can check, as close to its own write as its target
+allows, that the version to replace is still live; when it is not, it exits with
+``version_changed_exit_code`` and the rollback is refused (reconciled, never done).
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ class CommandSettings(AdapterSettings):
     env: dict[str, str] = Field(default_factory=dict)
     cwd: Path | None = None
     retry_exit_codes: list[int] = Field(default_factory=list)
+    # The exit code by which the command says `from_version` is no longer live: refused, not failed.
+    version_changed_exit_code: int | None = None
     # The target's name (its key under `targets:`), for {{ target }}; watcher fills it in.
     target: str | None = None
 
@@ -228,6 +234,9 @@ class CommandAdapter:
             return RollbackOutcome(
                 RollbackResult.DONE, f"command exited 0 in {run.seconds:.1f}s", None, record
             )
+        if run.exit_code is not None and run.exit_code == self._settings.version_changed_exit_code:
+            detail = f"the command says {from_version} is no longer live (exit {run.exit_code}): refused"
+            return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
         failure = self._run_failure("command", run)
         return RollbackOutcome(RollbackResult.FAILED, failure.message, failure, record)
 

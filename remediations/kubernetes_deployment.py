@@ -5,8 +5,11 @@ A rollback copies the pod template of the target revision's ReplicaSet (without 
 ``pod-template-hash`` label) into the Deployment with one JSON patch that also records the intent
 key in the annotation ``model-watcher.io/last-intent`` and carries a ``test`` operation on the
 revision annotation, so the API server itself refuses the patch when the revision moved in the
-meantime. Then it waits for the rollout (observedGeneration >= generation, every replica updated
-and available) up to ``rollout_timeout``.
+meantime, and sets ``metadata.resourceVersion`` to the one it read: the API server's optimistic
+concurrency precondition, so any change to the Deployment since that read (a new release, a
+scale, another watcher) makes it answer 409 Conflict instead of applying. Then it waits for the
+rollout (observedGeneration >= generation, every replica updated and available) up to
+``rollout_timeout``.
 
 As in Kubernetes, rolling back to revision 2 from 3 revives revision 2's ReplicaSet under the next
 number (4) and keeps 2 in its ``deployment.kubernetes.io/revision-history`` annotation: after the
@@ -288,7 +291,8 @@ class KubernetesDeploymentAdapter:
         if target is None:
             failure = AdapterFailure(f"revision {to_version} not found among the replica sets", False)
             return failed_outcome(failure, record)
-        return self._patch(intent_key, raw, to_version, target, record)
+        resource_version = str(deployment.metadata.resource_version or "")
+        return self._patch(intent_key, raw, to_version, target, record, resource_version)
 
     def verify(self, version: str) -> VerifyOutcome:
         deployment = self._read()
@@ -308,12 +312,21 @@ class KubernetesDeploymentAdapter:
     # -- rollback steps -------------------------------------------------------------------------
 
     def _patch(
-        self, intent_key: str, from_version: str, to_version: str, target: Any, record: dict[str, str]
+        self,
+        intent_key: str,
+        from_version: str,
+        to_version: str,
+        target: Any,
+        record: dict[str, str],
+        resource_version: str,
     ) -> RollbackOutcome:
         revision_path = f"/metadata/annotations/{_pointer(REVISION)}"
+        precondition = [{"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}]
         patch = [
             # The API server applies all or nothing: if the revision moved since we read it, it refuses.
             {"op": "test", "path": revision_path, "value": from_version},
+            # ...and if anything changed since our read, the resourceVersion precondition: 409.
+            *(precondition if resource_version else []),
             {"op": "replace", "path": "/spec/template", "value": self._template(target.spec.template)},
             {
                 "op": "add",
@@ -337,7 +350,7 @@ class KubernetesDeploymentAdapter:
                 _request_timeout=self._timeout,
             ),
         )
-        if isinstance(patched, _ApiFailure) and patched.status == 422:
+        if isinstance(patched, _ApiFailure) and patched.status in (409, 422):
             return self._explain_refusal(patched, from_version, record)
         if isinstance(patched, AdapterFailure):
             return failed_outcome(patched, record)
@@ -353,7 +366,9 @@ class KubernetesDeploymentAdapter:
     def _explain_refusal(
         self, refusal: AdapterFailure, from_version: str, record: dict[str, str]
     ) -> RollbackOutcome:
-        """422: either our test operation failed (the revision moved) or the patch is invalid."""
+        """409 (the Deployment changed since our read) or 422 (our test operation failed, or the
+        patch is invalid): refused when the revision moved; a 409 on an unchanged revision (a
+        scale, an annotation) is worth another try on a fresh read."""
         deployment = self._read()
         if isinstance(deployment, AdapterFailure):
             return failed_outcome(deployment, record)
@@ -361,7 +376,8 @@ class KubernetesDeploymentAdapter:
         if live != from_version:
             detail = f"revision changed to {live} while rolling back from {from_version}: refused"
             return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
-        return failed_outcome(AdapterFailure(refusal.message, retryable=False), record)
+        conflict = isinstance(refusal, _ApiFailure) and refusal.status == 409
+        return failed_outcome(AdapterFailure(refusal.message, retryable=conflict), record)
 
     def _finish(self, result: RollbackResult, record: dict[str, str]) -> RollbackOutcome:
         """Wait for the rollout, then report `result`, or a permanent failure if it never completes."""

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from watcher.failpoints import stop_if_armed
 from watcher.remediations.base import (
     AdapterFailure,
     AdapterSettings,
@@ -198,7 +199,7 @@ class MlflowAliasAdapter:
         if live != from_version:
             detail = f"alias {self._settings.alias!r} points at {live}, not {from_version}: refused"
             return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
-        return self._move_alias(intent_key, to_version, record)
+        return self._move_alias(intent_key, from_version, to_version, record)
 
     def verify(self, version: str) -> VerifyOutcome:
         live = self.live_version()
@@ -215,7 +216,9 @@ class MlflowAliasAdapter:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    def _move_alias(self, intent_key: str, to_version: str, record: dict[str, str]) -> RollbackOutcome:
+    def _move_alias(
+        self, intent_key: str, from_version: str, to_version: str, record: dict[str, str]
+    ) -> RollbackOutcome:
         name, alias = self._settings.model, self._settings.alias
         missing = self._version_failure(to_version)
         if missing is not None:
@@ -228,6 +231,17 @@ class MlflowAliasAdapter:
         )
         if isinstance(tagged, AdapterFailure):
             return failed_outcome(tagged, record)
+        stop_if_armed("mlflow_before_alias_write")
+        # MLflow has no conditional write: read the alias again right before moving it, so a
+        # version moved on meanwhile (an operator, another replica) is never overwritten.
+        recheck = self._registered()
+        if isinstance(recheck, AdapterFailure):
+            return failed_outcome(recheck, record)
+        live = recheck.aliases.get(alias)
+        if live != from_version:
+            record["live_before_write"] = str(live)
+            detail = f"alias {alias!r} moved to {live} meanwhile, not {from_version}: refused"
+            return RollbackOutcome(RollbackResult.VERSION_CHANGED, detail, None, record)
         moved = self._call(
             f"pointing alias {alias!r} at version {to_version}",
             lambda c: c.set_registered_model_alias(name, alias, to_version),

@@ -28,6 +28,7 @@ from tests.support.mlflow_registry import MODEL, build_registry
 from tests.support.webhook_server import WebhookReceiver
 from watcher.remediations.base import (
     AdapterFactory,
+    LiveVersion,
     RemediationAdapter,
     RollbackResult,
     installed_adapter_names,
@@ -46,6 +47,9 @@ class Harness:
     change_live: Callable[[], None]  # someone else deploys another version
     broken_settings: dict[str, Any]  # configured with SECRET, against a backend that fails
     break_backend: Callable[[], None] = lambda: None
+    # Someone else deploys another version after the adapter's first read, right before its
+    # write (the operator of the fencing scenario); the version then live.
+    race_before_write: Callable[[RemediationAdapter], str] | None = None
 
     def adapter(self, settings: dict[str, Any] | None = None) -> RemediationAdapter:
         validated = self.factory.settings_model.model_validate(settings or self.settings)
@@ -78,6 +82,13 @@ def mlflow_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, re
             MODEL, "champion", "1"
         )
 
+    def race(adapter: RemediationAdapter) -> str:
+        # The real registry client, with the operator's move made after the adapter records its
+        # intent tag, i.e. between its first read of the alias and the alias write.
+        client = adapter._client()  # type: ignore[attr-defined]
+        adapter._client_instance = _AfterTag(client, move_alias)  # type: ignore[attr-defined]
+        return "1"
+
     return Harness(
         factory,
         {"tracking_uri": "sqlite:///mlflow.db", "model": MODEL},
@@ -85,7 +96,23 @@ def mlflow_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, re
         lambda: hashlib.sha256(database.read_bytes()).hexdigest(),
         move_alias,
         {"tracking_uri": f"http://watcher:{SECRET}@127.0.0.1:{_closed_port()}", "model": MODEL},
+        race_before_write=race,
     )
+
+
+class _AfterTag:
+    """An MlflowClient that lets someone else act right after the intent tag is written."""
+
+    def __init__(self, client: Any, then: Callable[[], None]) -> None:
+        self._client, self._then = client, then
+
+    def set_registered_model_tag(self, *args: Any) -> Any:
+        result = self._client.set_registered_model_tag(*args)
+        self._then()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 def kubernetes_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, request: Any) -> Harness:
@@ -104,6 +131,7 @@ def kubernetes_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack
         settings,
         # Every answer a 500 whose body echoes the bearer token, as a careless proxy might.
         lambda: cluster.fail_next(500, times=100),
+        race_before_write=lambda _adapter: (cluster.set_image_before_next_patch("img:other"), "4")[1],
     )
 
 
@@ -123,6 +151,7 @@ def webhook_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, r
         lambda: receiver.set_live("1"),
         settings,
         lambda: receiver.fail_next(502, times=100),
+        race_before_write=lambda _adapter: (receiver.set_live_before_next_rollback("1"), "1")[1],
     )
 
 
@@ -130,6 +159,10 @@ _COMMAND_TOOL = r"""
 import os, sys
 command, state = sys.argv[1], sys.argv[2]
 if command == "set":
+    if os.path.exists(state + ".race"):  # someone else deploys right before this write
+        os.replace(state + ".race", state)
+    if len(sys.argv) > 4 and open(state).read() != sys.argv[4]:
+        sys.exit(3)  # the version to replace is no longer live
     open(state, "w").write(sys.argv[3])
     open(state + ".log", "a").write(sys.argv[3] + "\n")
 elif command == "get":
@@ -147,10 +180,11 @@ def command_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, r
     state.write_text("3")
     tool = [sys.executable, str(tmp_path / "tool.py")]
     settings = {
-        "argv": [*tool, "set", str(state), "{{ to_version }}"],
+        "argv": [*tool, "set", str(state), "{{ to_version }}", "{{ from_version }}"],
         "live_argv": [*tool, "get", str(state)],
         "verify_argv": [*tool, "get", str(state)],
         "env": {"DEPLOY_TOKEN": SECRET},
+        "version_changed_exit_code": 3,
     }
     broken = {"argv": [*tool, "leak", str(state)], "env": {"DEPLOY_TOKEN": SECRET}}
     broken |= {"live_argv": broken["argv"], "verify_argv": broken["argv"]}
@@ -162,7 +196,11 @@ def command_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, r
         log = Path(f"{state}.log")
         return state.read_text() + "|" + (log.read_text() if log.exists() else "")
 
-    return Harness(factory, settings, tmp_path, snapshot, deploy_elsewhere, broken)
+    def race(_adapter: RemediationAdapter) -> str:
+        Path(f"{state}.race").write_text("1")
+        return "1"
+
+    return Harness(factory, settings, tmp_path, snapshot, deploy_elsewhere, broken, race_before_write=race)
 
 
 HARNESSES: dict[str, Callable[[AdapterFactory, Path, ExitStack, Any], Harness]] = {
@@ -228,6 +266,17 @@ def test_refuses_when_the_live_version_changed(harness: Harness) -> None:
     outcome = harness.adapter().rollback(intent_key="conformance-1", from_version="3", to_version="2")
     assert outcome.result is RollbackResult.VERSION_CHANGED, outcome
     assert harness.state() == before
+
+
+def test_a_version_moved_right_before_the_write_is_never_overwritten(harness: Harness) -> None:
+    """The live version is checked again as close to the write as the target allows."""
+    assert harness.race_before_write is not None, "every adapter re-checks the live version"
+    adapter = harness.adapter()
+    raced = harness.race_before_write(adapter)
+    outcome = adapter.rollback(intent_key="conformance-1", from_version="3", to_version="2")
+    assert outcome.result is RollbackResult.VERSION_CHANGED, outcome
+    live = harness.adapter().live_version()
+    assert isinstance(live, LiveVersion) and live.version == raced
 
 
 def test_failures_carry_no_secret(harness: Harness) -> None:

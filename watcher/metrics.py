@@ -99,6 +99,23 @@ class Metrics:
             "Messages queued for Slack and not delivered yet.",
             registry=self.registry,
         )
+        self._groups_held = Gauge(
+            "watcher_groups_held",
+            "Evaluation groups this replica holds the lease of (evaluates) now.",
+            registry=self.registry,
+        )
+        self._lease_changes = Counter(
+            "watcher_lease_changes",
+            "Leases this replica acquired or lost (taken over while it believed it held them) or released.",
+            ["lease", "change"],
+            registry=self.registry,
+        )
+        self._fenced_refused = Counter(
+            "watcher_fenced_writes_refused",
+            "Writes refused because the claim they were made under had a newer holder.",
+            ["claim"],
+            registry=self.registry,
+        )
 
     # --- rules ------------------------------------------------------------------------------------
     def observe_tick(self, rule_id: str, transition: Transition, seconds: float) -> None:
@@ -162,6 +179,18 @@ class Metrics:
 
     def set_outbox_pending(self, count: int) -> None:
         self._outbox_pending.set(count)
+
+    # --- replicas -----------------------------------------------------------------------------------
+    def set_groups_held(self, count: int) -> None:
+        self._groups_held.set(count)
+
+    def lease_changes(self, lease: str, change: str, count: int = 1) -> None:
+        """`lease`: "group" or "leader"; `change`: "acquired", "lost" or "released"."""
+        if count:
+            self._lease_changes.labels(lease=lease, change=change).inc(count)
+
+    def fenced_write_refused(self, claim: str) -> None:
+        self._fenced_refused.labels(claim=claim).inc()
 
     # --- exposition -------------------------------------------------------------------------------
     def render(self) -> bytes:

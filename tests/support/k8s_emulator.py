@@ -57,6 +57,7 @@ class _Deployment:
     generation: int = 1
     ready_at: float | None = 0.0  # monotonic time the current rollout becomes available
     replica_sets: list[_ReplicaSet] = field(default_factory=list)
+    resource_version: int = 0  # the store's version at this object's last change, as etcd keeps it
 
 
 def _strip_hash(template: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +159,7 @@ class KubernetesEmulator(LocalServer):
         self._uid = 0
         self._resource_version = 100
         self._race_image: str | None = None
+        self._race_replicas: int | None = None
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -207,6 +209,12 @@ class KubernetesEmulator(LocalServer):
         """What `kubectl set image` does: a new template, hence a new revision."""
         with self._lock:
             self._set_image(self._deployments[(namespace, name)], image)
+
+    def scale_before_next_patch(self, replicas: int) -> None:
+        """Someone scales the deployment just before the next PATCH: the object changes, its
+        revision does not (only a resourceVersion precondition notices)."""
+        with self._lock:
+            self._race_replicas = replicas
 
     def set_image_before_next_patch(self, image: str) -> None:
         """Someone else changes the image just before the next PATCH arrives: a race."""
@@ -277,7 +285,11 @@ class KubernetesEmulator(LocalServer):
         deployment.doc["metadata"]["annotations"][REVISION] = str(current.revision)
         delay = self.rollout_delay
         deployment.ready_at = None if delay is None else time.monotonic() + delay
+        self._touch(deployment)
+
+    def _touch(self, deployment: _Deployment) -> None:
         self._resource_version += 1
+        deployment.resource_version = self._resource_version
 
     def _available(self, deployment: _Deployment) -> bool:
         return deployment.ready_at is not None and time.monotonic() >= deployment.ready_at
@@ -292,7 +304,7 @@ class KubernetesEmulator(LocalServer):
         doc["metadata"].update(
             uid=deployment.uid,
             generation=deployment.generation,
-            resourceVersion=str(self._resource_version),
+            resourceVersion=str(deployment.resource_version),
             creationTimestamp=CREATED,
         )
         doc["status"] = {
@@ -388,10 +400,19 @@ class KubernetesEmulator(LocalServer):
         if self._race_image is not None:
             self._set_image(deployment, self._race_image)
             self._race_image = None
+        if self._race_replicas is not None:
+            deployment.doc["spec"]["replicas"] = self._race_replicas
+            deployment.generation += 1
+            self._touch(deployment)
+            self._race_replicas = None
         return self._patch(deployment, headers.get("content-type", ""), json.loads(body))
 
     def _patch(self, deployment: _Deployment, content_type: str, patch: Any) -> tuple[int, Any]:
+        # The patch applies to the object as stored, resourceVersion included; a resourceVersion
+        # the patched object ends up with is a precondition, as in the real API server.
+        current = str(deployment.resource_version)
         before = copy.deepcopy(deployment.doc)
+        before["metadata"]["resourceVersion"] = current
         try:
             if content_type.startswith("application/json-patch+json"):
                 patched = apply_json_patch(before, patch)
@@ -402,6 +423,13 @@ class KubernetesEmulator(LocalServer):
                 return 415, _status(415, f"unsupported patch type {content_type}")
         except JsonPatchError as error:
             return 422, _status(422, str(error))
+        if str(patched["metadata"].pop("resourceVersion", current)) != current:
+            message = (
+                f'Operation cannot be fulfilled on deployments.apps "{deployment.name}": the object has '
+                "been modified; please apply your changes to the latest version and try again"
+            )
+            return 409, _status(409, message) | {"reason": "Conflict"}
+        before["metadata"].pop("resourceVersion", None)
         if patched["spec"] != deployment.doc["spec"]:
             deployment.generation += 1
         template_changed = _strip_hash(patched["spec"]["template"]) != _strip_hash(
@@ -411,7 +439,7 @@ class KubernetesEmulator(LocalServer):
         if template_changed:
             self._roll_out(deployment)
         elif patched != before:
-            self._resource_version += 1
+            self._touch(deployment)
         return 200, self._deployment_json(deployment)
 
 

@@ -55,6 +55,7 @@ class WebhookReceiver(LocalServer):
     _failures: list[int] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _race_live: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -74,6 +75,11 @@ class WebhookReceiver(LocalServer):
     def set_live(self, version: str) -> None:
         with self._lock:
             self.live = version
+
+    def set_live_before_next_rollback(self, version: str) -> None:
+        """Someone else deploys `version` just before the next rollback request arrives."""
+        with self._lock:
+            self._race_live = version
 
     def snapshot(self) -> str:
         with self._lock:
@@ -116,6 +122,8 @@ class WebhookReceiver(LocalServer):
             status, first = self._answers[key]
             return status, first, True
         answer: tuple[int, dict[str, Any]]
+        if self._race_live is not None:
+            self.live, self._race_live = self._race_live, None
         if self.live != payload["from_version"]:
             answer = (409, {"error": "version_changed", "live_version": self.live})
         elif self.asynchronous:

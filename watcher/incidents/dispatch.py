@@ -3,8 +3,13 @@
 An intent is claimed by a conditional UPDATE, audited before the adapter is called (no audit, no
 action), and checked against the target first: if the target already serves the version asked
 for, the intent is recorded as done (a crash after the adapter succeeded is reconciled, never
-repeated). The adapter itself refuses when the version it was told to replace is no longer live.
-Retryable failures come back later on the one retry policy; permanent ones escalate.
+repeated); if it serves neither, someone moved it on and the rollback is reconciled as refused,
+never done. The adapter itself re-checks the live version as close to its write as the target
+allows. Retryable failures come back later on the one retry policy; permanent ones escalate.
+
+Every write made under the claim (the attempt's audit, the outcome, the incident, the outbox) is
+conditional on the claim's fencing token: a worker paused past its claim while another replica
+took the intent over finds its writes refused, audited as such, and dropped.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from watcher.failpoints import crash_if_armed
 from watcher.model import IncidentStatus, RollbackStatus
 from watcher.remediations.base import AdapterFailure, LiveVersion, RollbackResult
 from watcher.retry import DEFAULT_RETRY_POLICY, RetryPolicy
+from watcher.store.fencing import ClaimKind, Refusal, refusal_event
 from watcher.store.queue import WorkQueue, enqueue_message
 from watcher.store.records import AuditEvent, IntentPurpose, MessageKind, RollbackIntent
-from watcher.store.repository import Store
+from watcher.store.repository import Store, Tx
 
 if TYPE_CHECKING:
     from watcher.metrics import Metrics
@@ -68,7 +74,8 @@ class RollbackDispatcher:
         return results
 
     def carry_out(self, intent: RollbackIntent, now: datetime) -> DispatchResult:
-        self._audit(intent, "rollback_attempt", now, attempt=intent.attempts)
+        if not self._audit(intent, "rollback_attempt", now, attempt=intent.attempts):
+            return self._refused(intent, "rollback_attempt")
         try:
             adapter = self.targets.adapter(intent.target)
         except LookupError as error:
@@ -81,6 +88,14 @@ class RollbackDispatcher:
             return self._finish(intent, RollbackStatus.SUCCEEDED, detail, now)
         if isinstance(live, AdapterFailure) and live.retryable:
             return self._retry_or_fail(intent, f"live version unknown: {live.message}", now)
+        if isinstance(live, LiveVersion) and live.version != intent.from_version:
+            detail = (
+                f"{intent.target} serves {live.version}, no longer {intent.from_version}: "
+                "reconciled, nothing done"
+            )
+            return self._finish(
+                intent, RollbackStatus.REFUSED, detail, now, record={"live_before": live.version}
+            )
         preflight = adapter.preflight(intent.to_version)
         if not preflight.ok:
             return self._finish(
@@ -117,10 +132,23 @@ class RollbackDispatcher:
             return self._finish(
                 intent, RollbackStatus.FAILED, f"gave up after {intent.attempts} attempts: {detail}", now
             )
-        self.queue.retry_intent_later(intent.id, next_at, detail)
-        self._audit(
-            intent, "rollback_retry_scheduled", now, error=detail, next_attempt_at=next_at.isoformat()
-        )
+        with self.store.transaction() as tx:
+            if not self.queue.retry_intent_later(tx.connection, intent, next_at, detail):
+                tx.append_audit(self._refusal_event(intent, "rollback_retry_scheduled", now))
+                refused = True
+            else:
+                refused = False
+                tx.append_audit(
+                    self._event(
+                        intent,
+                        "rollback_retry_scheduled",
+                        now,
+                        error=detail,
+                        next_attempt_at=next_at.isoformat(),
+                    )
+                )
+        if refused:
+            return self._refused(intent, "rollback_retry_scheduled")
         return DispatchResult(intent, None, detail)
 
     def _finish(
@@ -139,26 +167,14 @@ class RollbackDispatcher:
             RollbackStatus.FAILED: "rollback_failed",
         }[status]
         with self.store.transaction() as tx:
-            self.queue.finish_intent(tx.connection, intent.id, status, detail, now)
-            tx.append_audit(self._event(intent, kind, now, detail=detail, **(record or {})))
-            if status is RollbackStatus.SUCCEEDED:
-                tx.record_live_version(intent.target, intent.to_version, now)
-            if intent.incident_id is not None:
-                text = self._update_incident(tx, intent, status, detail, now)
-                enqueue_message(
-                    tx.connection,
-                    incident_id=intent.incident_id,
-                    kind=MessageKind.INCIDENT,
-                    payload={},
-                    now=now,
-                )
-                enqueue_message(
-                    tx.connection,
-                    incident_id=intent.incident_id,
-                    kind=MessageKind.THREAD,
-                    payload={"text": text},
-                    now=now,
-                )
+            if not self.queue.finish_intent(tx.connection, intent, status, detail, now):
+                tx.append_audit(self._refusal_event(intent, kind, now))
+                stale = True
+            else:
+                stale = False
+                self._record_outcome(tx, intent, status, kind, detail, now, record)
+        if stale:
+            return self._refused(intent, kind)
         if self.metrics is not None:
             self.metrics.rollback(intent.target, status.value)
         log.info(
@@ -177,8 +193,60 @@ class RollbackDispatcher:
         )
         return DispatchResult(intent, status, detail)
 
+    def _record_outcome(
+        self,
+        tx: Tx,
+        intent: RollbackIntent,
+        status: RollbackStatus,
+        kind: str,
+        detail: str,
+        now: datetime,
+        record: dict[str, str] | None,
+    ) -> None:
+        """The outcome's writes, made once the claim was confirmed in the same transaction."""
+        tx.append_audit(self._event(intent, kind, now, detail=detail, **(record or {})))
+        if status is RollbackStatus.SUCCEEDED:
+            tx.record_live_version(intent.target, intent.to_version, now)
+        if intent.incident_id is None:
+            return
+        text = self._update_incident(tx, intent, status, detail, now)
+        enqueue_message(
+            tx.connection, incident_id=intent.incident_id, kind=MessageKind.INCIDENT, payload={}, now=now
+        )
+        enqueue_message(
+            tx.connection,
+            incident_id=intent.incident_id,
+            kind=MessageKind.THREAD,
+            payload={"text": text},
+            now=now,
+        )
+
+    def _refused(self, intent: RollbackIntent, write: str) -> DispatchResult:
+        """A write of a stale claim was refused: another replica holds the intent now."""
+        if self.metrics is not None:
+            self.metrics.fenced_write_refused(ClaimKind.INTENT.value)
+        log.warning(
+            "refused %s of rollback %s: the claim (token %d) is no longer current",
+            write,
+            intent.key,
+            intent.fence,
+            extra={"event": "stale_write_refused", "target": intent.target, "incident": intent.incident_id},
+        )
+        return DispatchResult(intent, None, f"refused: the claim on intent {intent.key} is no longer current")
+
+    def _refusal_event(self, intent: RollbackIntent, write: str, now: datetime) -> AuditEvent:
+        refusal = Refusal(ClaimKind.INTENT, intent.key, self.holder, intent.fence, write)
+        return refusal_event(
+            refusal,
+            now,
+            incident_id=intent.incident_id,
+            target=intent.target,
+            from_version=intent.from_version,
+            to_version=intent.to_version,
+        )
+
     def _update_incident(
-        self, tx: Any, intent: RollbackIntent, status: RollbackStatus, detail: str, now: datetime
+        self, tx: Tx, intent: RollbackIntent, status: RollbackStatus, detail: str, now: datetime
     ) -> str:
         incident_id = intent.incident_id
         assert incident_id is not None
@@ -230,9 +298,14 @@ class RollbackDispatcher:
             detail={"intent": intent.key, "purpose": intent.purpose.value, **detail},
         )
 
-    def _audit(self, intent: RollbackIntent, kind: str, now: datetime, **detail: Any) -> None:
+    def _audit(self, intent: RollbackIntent, kind: str, now: datetime, **detail: Any) -> bool:
+        """Audit a step under the intent's claim; False (and the refusal audited) when it is stale."""
         with self.store.transaction() as tx:
+            if not self.queue.confirm_intent(tx.connection, intent):
+                tx.append_audit(self._refusal_event(intent, kind, now))
+                return False
             tx.append_audit(self._event(intent, kind, now, **detail))
+            return True
 
     @staticmethod
     def holder_actor(intent: RollbackIntent) -> str:

@@ -3,6 +3,10 @@
 Work is claimed with a conditional UPDATE (Healthchecks' sendalerts habit): of several workers or
 replicas racing for one row, exactly one sees rowcount 1. A claim carries a lease; a worker that
 dies leaves a claim that expires, and the row becomes claimable again for reconciliation.
+
+Every claim also raises the row's fencing token (`fence`), and every write made under the claim
+is one conditional UPDATE on that token: a holder that was paused past its lease and resumes
+finds its token outdated, and its write changes nothing (Kleppmann's fencing tokens).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ def _intent_from_row(row: RowMapping) -> RollbackIntent:
         next_attempt_at=row["next_attempt_at"],
         created_at=row["created_at"],
         result_detail=row["result_detail"],
+        fence=row["fence"],
     )
 
 
@@ -50,6 +55,7 @@ def _message_from_row(row: RowMapping) -> OutboxMessage:
         payload=dict(row["payload"] or {}),
         attempts=row["attempts"],
         created_at=row["created_at"],
+        fence=row["fence"],
     )
 
 
@@ -169,6 +175,7 @@ class WorkQueue:
                         claimed_by=holder,
                         claimed_until=now + lease,
                         attempts=c.attempts + 1,
+                        fence=c.fence + 1,
                     )
                 ).rowcount
                 if claimed:
@@ -176,20 +183,45 @@ class WorkQueue:
                     return _intent_from_row(row.mappings().one())
         return None
 
-    def finish_intent(
-        self, connection: Connection, intent_id: int, status: RollbackStatus, detail: str, now: datetime
-    ) -> None:
-        connection.execute(
-            update(t.rollback_intents)
-            .where(t.rollback_intents.c.id == intent_id)
-            .values(status=status.value, result_detail=detail, finished_at=now, claimed_until=None)
-        )
-
-    def retry_intent_later(self, intent_id: int, next_attempt_at: datetime, detail: str) -> None:
-        with self.store.engine.begin() as connection:
+    def confirm_intent(self, connection: Connection, intent: RollbackIntent) -> bool:
+        """True while `intent`'s claim is the current one; the row stays locked until the caller's
+        transaction ends, so no newer claim can slip in between this check and its writes."""
+        c = t.rollback_intents.c
+        return bool(
             connection.execute(
                 update(t.rollback_intents)
-                .where(t.rollback_intents.c.id == intent_id)
+                .where(c.id == intent.id, c.fence == intent.fence, c.status == RollbackStatus.RUNNING.value)
+                .values(fence=c.fence)
+            ).rowcount
+        )
+
+    def finish_intent(
+        self,
+        connection: Connection,
+        intent: RollbackIntent,
+        status: RollbackStatus,
+        detail: str,
+        now: datetime,
+    ) -> bool:
+        """Record the outcome, only under the claim `intent` was read with; False: refused."""
+        c = t.rollback_intents.c
+        return bool(
+            connection.execute(
+                update(t.rollback_intents)
+                .where(c.id == intent.id, c.fence == intent.fence, c.status == RollbackStatus.RUNNING.value)
+                .values(status=status.value, result_detail=detail, finished_at=now, claimed_until=None)
+            ).rowcount
+        )
+
+    def retry_intent_later(
+        self, connection: Connection, intent: RollbackIntent, next_attempt_at: datetime, detail: str
+    ) -> bool:
+        """Put the intent back in the queue, only under the current claim; False: refused."""
+        c = t.rollback_intents.c
+        return bool(
+            connection.execute(
+                update(t.rollback_intents)
+                .where(c.id == intent.id, c.fence == intent.fence, c.status == RollbackStatus.RUNNING.value)
                 .values(
                     status=RollbackStatus.PENDING.value,
                     next_attempt_at=next_attempt_at,
@@ -197,7 +229,8 @@ class WorkQueue:
                     claimed_by=None,
                     claimed_until=None,
                 )
-            )
+            ).rowcount
+        )
 
     def reclaim_orphans(self, holder: str, now: datetime) -> int:
         """Make intents claimed by another (dead or deposed) replica claimable now.
@@ -273,7 +306,9 @@ class WorkQueue:
                     if head["claimed_until"] is None
                     else c.claimed_until == head["claimed_until"]
                 )
-                .values(claimed_by=holder, claimed_until=now + lease, attempts=c.attempts + 1)
+                .values(
+                    claimed_by=holder, claimed_until=now + lease, attempts=c.attempts + 1, fence=c.fence + 1
+                )
             ).rowcount
             if not claimed:
                 return None
@@ -281,23 +316,36 @@ class WorkQueue:
             return _message_from_row(row.mappings().one())
 
     def mark_message(
-        self, message_id: int, status: MessageStatus, now: datetime, error: str | None = None
-    ) -> None:
+        self, message: OutboxMessage, status: MessageStatus, now: datetime, error: str | None = None
+    ) -> bool:
+        """Record a delivery, only under the claim `message` was read with; False: refused."""
+        c = t.outbox_messages.c
         with self.store.engine.begin() as connection:
-            connection.execute(
-                update(t.outbox_messages)
-                .where(t.outbox_messages.c.id == message_id)
-                .values(status=status.value, sent_at=now, last_error=error, claimed_until=None)
+            return bool(
+                connection.execute(
+                    update(t.outbox_messages)
+                    .where(c.id == message.id, c.fence == message.fence)
+                    .values(status=status.value, sent_at=now, last_error=error, claimed_until=None)
+                ).rowcount
             )
 
-    def retry_message_later(self, message_id: int, next_attempt_at: datetime, error: str) -> None:
+    def confirm_message(self, connection: Connection, message: OutboxMessage) -> bool:
+        """True while `message`'s claim is current (the row locked until the transaction ends)."""
+        c = t.outbox_messages.c
+        statement = update(t.outbox_messages).where(c.id == message.id, c.fence == message.fence)
+        return bool(connection.execute(statement.values(fence=c.fence)).rowcount)
+
+    def retry_message_later(self, message: OutboxMessage, next_attempt_at: datetime, error: str) -> bool:
+        c = t.outbox_messages.c
         with self.store.engine.begin() as connection:
-            connection.execute(
-                update(t.outbox_messages)
-                .where(t.outbox_messages.c.id == message_id)
-                .values(
-                    next_attempt_at=next_attempt_at, last_error=error, claimed_by=None, claimed_until=None
-                )
+            return bool(
+                connection.execute(
+                    update(t.outbox_messages)
+                    .where(c.id == message.id, c.fence == message.fence)
+                    .values(
+                        next_attempt_at=next_attempt_at, last_error=error, claimed_by=None, claimed_until=None
+                    )
+                ).rowcount
             )
 
     def pending_message_count(self) -> int:
@@ -306,28 +354,45 @@ class WorkQueue:
             return len(connection.execute(select(c.id).where(c.status == MessageStatus.PENDING.value)).all())
 
     # --- leases ------------------------------------------------------------------------------------
-    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
-        """Take or renew the named lease; True while `holder` holds it."""
+    def claim_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> int | None:
+        """Take or renew the named lease: its fencing token while `holder` holds it, else None.
+
+        A renewal keeps the token; a new holder (taking an expired lease) raises it."""
         c = t.leases.c
         with self.store.engine.begin() as connection:
             renewed = connection.execute(
-                update(t.leases)
-                .where(c.name == name, or_(c.holder == holder, c.expires_at < now))
-                .values(holder=holder, expires_at=now + ttl)
+                update(t.leases).where(c.name == name, c.holder == holder).values(expires_at=now + ttl)
             ).rowcount
+            if not renewed:
+                renewed = connection.execute(
+                    update(t.leases)
+                    .where(c.name == name, c.expires_at < now)
+                    .values(holder=holder, expires_at=now + ttl, fence=c.fence + 1)
+                ).rowcount
             if renewed:
-                return True
-            exists = connection.execute(select(c.name).where(c.name == name)).first()
-            if exists:
-                return False
+                return int(connection.execute(select(c.fence).where(c.name == name)).scalar_one())
+            if connection.execute(select(c.name).where(c.name == name)).first() is not None:
+                return None
             try:
                 with connection.begin_nested():
                     connection.execute(
-                        insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl)
+                        insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl, fence=1)
                     )
             except IntegrityError:
-                return False
-            return True
+                return None
+            return 1
+
+    def acquire_lease(self, name: str, holder: str, now: datetime, ttl: timedelta) -> bool:
+        """Take or renew the named lease; True while `holder` holds it."""
+        return self.claim_lease(name, holder, now, ttl) is not None
+
+    def confirm_lease(self, name: str, holder: str, fence: int) -> bool:
+        """True while `holder`'s claim with token `fence` is the current one: the conditional write
+        every unit of work under the lease starts with."""
+        c = t.leases.c
+        with self.store.engine.begin() as connection:
+            statement = update(t.leases).where(c.name == name, c.holder == holder, c.fence == fence)
+            return bool(connection.execute(statement.values(fence=c.fence)).rowcount)
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.store.engine.begin() as connection:

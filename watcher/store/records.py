@@ -90,6 +90,7 @@ class RollbackIntent:
     next_attempt_at: datetime
     created_at: datetime
     result_detail: str | None
+    fence: int = 0  # the fencing token of the claim this copy was read under
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class OutboxMessage:
     payload: dict[str, Any]
     attempts: int
     created_at: datetime
+    fence: int = 0  # the fencing token of the claim this copy was read under
 
 
 @dataclass(frozen=True)

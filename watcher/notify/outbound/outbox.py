@@ -16,11 +16,13 @@ from watcher.notify.outbound.message import build_message
 from watcher.notify.outbound.slack_blocks import render_incident
 from watcher.notify.outbound.slack_client import Delivered, RateLimited, SendFailed, SendResult, SlackClient
 from watcher.retry import RetryPolicy
+from watcher.store.fencing import ClaimKind, Refusal, record_refusal
 from watcher.store.queue import WorkQueue
 from watcher.store.records import MessageKind, MessageStatus, OutboxMessage
 from watcher.store.repository import Store
 
 if TYPE_CHECKING:
+    from watcher.metrics import Metrics
     from watcher.notify.inbound.actions import SlackActions
     from watcher.rules.config import WatcherConfig
 
@@ -53,6 +55,7 @@ class OutboxWorker:
         self.prometheus_url = prometheus_url
         self.http_base_url = http_base_url
         self.actions = actions
+        self.metrics: Metrics | None = None  # set by the daemon: fenced writes refused are counted
         self._db_notice_sent = False
 
     def deliver_due(self, now: datetime, limit: int = 50) -> int:
@@ -72,21 +75,28 @@ class OutboxWorker:
         return self.actions.handle_http(headers, raw_body)
 
     def _deliver(self, message: OutboxMessage, now: datetime) -> bool:
+        # Slack has no conditional write: re-check the claim right before sending, so a worker
+        # that stalled after claiming does not post what its successor already posted.
+        with self.store.transaction() as tx:
+            current = self.queue.confirm_message(tx.connection, message)
+        if not current:
+            self._refused(message, "send", now)
+            return False
         result = self._send(message, now)
         if result is None or isinstance(result, Delivered):
-            self.queue.mark_message(message.id, MessageStatus.SENT, now)
+            self._mark(message, MessageStatus.SENT, now)
             return True
         if isinstance(result, RateLimited):
-            self.queue.retry_message_later(message.id, now + result.retry_after, "rate limited")
+            self._retry_later(message, now + result.retry_after, "rate limited")
             return False
         if result.retryable:
             delay = MESSAGE_RETRY.next_attempt_at(message.attempts, now) or now + MESSAGE_RETRY.max_delay
-            self.queue.retry_message_later(message.id, delay, result.message)
+            self._retry_later(message, delay, result.message)
             log.warning(
                 "slack delivery failed, will retry: %s", result.message, extra={"event": "slack_retry"}
             )
             return False
-        self.queue.mark_message(message.id, MessageStatus.FAILED, now, result.message)
+        self._mark(message, MessageStatus.FAILED, now, result.message)
         log.error("slack message dropped: %s", result.message, extra={"event": "slack_failed"})
         return True
 
@@ -122,11 +132,30 @@ class OutboxWorker:
             result = self.client.post_message(self.channel, payload.text, payload.blocks)
             if isinstance(result, Delivered):
                 with self.store.transaction() as tx:
-                    tx.update_incident(incident.id, now, slack_channel=result.channel, slack_ts=result.ts)
+                    if self.queue.confirm_message(tx.connection, message):
+                        tx.update_incident(incident.id, now, slack_channel=result.channel, slack_ts=result.ts)
             return result
         return self.client.update_message(
             incident.slack_channel, incident.slack_ts, payload.text, payload.blocks
         )
+
+    def _mark(
+        self, message: OutboxMessage, status: MessageStatus, now: datetime, error: str | None = None
+    ) -> None:
+        if not self.queue.mark_message(message, status, now, error):
+            self._refused(message, f"mark_{status.value}", now)
+
+    def _retry_later(self, message: OutboxMessage, at: datetime, error: str) -> None:
+        if not self.queue.retry_message_later(message, at, error):
+            self._refused(message, "retry_later", at)
+
+    def _refused(self, message: OutboxMessage, write: str, now: datetime) -> None:
+        """Another replica claimed the message since: this one's record of it is dropped."""
+        refusal = Refusal(ClaimKind.MESSAGE, str(message.id), self.holder, message.fence, write)
+        record_refusal(self.store, refusal, now, incident_id=message.incident_id)
+        if self.metrics is not None:
+            self.metrics.fenced_write_refused(ClaimKind.MESSAGE.value)
+        log.warning("refused %s of outbox message %d: its claim is stale", write, message.id)
 
     def database_unreachable(self, detail: str) -> None:
         """Told once, straight to Slack: the outbox lives in the database that cannot be reached."""
