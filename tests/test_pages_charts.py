@@ -98,7 +98,7 @@ def test_matrix_answers_become_lines_and_junk_is_skipped() -> None:
 
 
 def test_queries_naming_the_version_are_scoped_to_the_incidents_version() -> None:
-    assert scoped_query('x{version="{{ version }}"}', "v3") == 'x{version="v3"}'
+    assert scoped_query("x{version={{ version }}}", "v3") == 'x{version="v3"}'
     assert scoped_query("x", None) == "x"
 
 

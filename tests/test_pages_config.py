@@ -18,7 +18,9 @@ def write_config(tmp_path: Path, http: str) -> Path:
 
 
 def test_external_url_is_where_links_point_and_loses_its_trailing_slash(tmp_path: Path) -> None:
-    path = write_config(tmp_path, "  listen: 127.0.0.1:9460\n  external_url: https://watcher.example.com/ops/\n")
+    path = write_config(
+        tmp_path, "  listen: 127.0.0.1:9460\n  external_url: https://watcher.example.com/ops/\n"
+    )
     config = load_config(path, {}).config
     assert config is not None
     assert config.http.base_url == "https://watcher.example.com/ops"
@@ -29,7 +31,9 @@ def test_without_external_url_links_use_the_listen_address(tmp_path: Path) -> No
     assert config is not None and config.http.base_url == "http://127.0.0.1:9555"
 
 
-@pytest.mark.parametrize("url", ["watcher.example.com", "/incidents", "ftp://watcher.example.com", "https://"])
+@pytest.mark.parametrize(
+    "url", ["watcher.example.com", "/incidents", "ftp://watcher.example.com", "https://"]
+)
 def test_check_reports_an_external_url_that_is_not_absolute_http_at_its_line(
     tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

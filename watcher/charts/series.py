@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -130,10 +131,12 @@ def parse_matrix(result: Any) -> tuple[Line, ...] | RangeFailure:
 
 
 def scoped_query(query: str, version: str | None) -> str:
-    """The query as it ran for `version` (rules may name the live version as {{ version }})."""
+    """The query as it ran for `version`: `{{ version }}` stands for the version quoted as a
+    PromQL string (SPEC section 2)."""
     if version is None:
         return query
-    return _VERSION_PLACEHOLDER.sub(lambda _: version.replace('"', '\\"'), query)
+    quoted = json.dumps(version)  # a JSON string is a valid PromQL double-quoted string
+    return _VERSION_PLACEHOLDER.sub(lambda _: quoted, query)
 
 
 def step_for(start: datetime, end: datetime, interval: timedelta) -> timedelta:
