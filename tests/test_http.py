@@ -19,7 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.services import fresh_postgres_schema, require
 from tests.test_incident_json import Seeded, migrated_sqlite_store, seed_incidents
 from watcher.decisions.evaluation import RuleStatus, Transition, TransitionReason
-from watcher.http.server import MAX_BODY_BYTES, HttpBindError, HttpServer, Routes
+from watcher.http.context import HttpContext
+from watcher.http.limits import DEFAULT_LIMITS
+from watcher.http.serve import HttpBindError, HttpServer
 from watcher.incidents.json_view import incident_detail_json, incidents_json
 from watcher.metrics import Metrics
 from watcher.model import Outcome, RuleState
@@ -28,6 +30,7 @@ from watcher.store.migrate import upgrade
 from watcher.store.repository import Store
 
 SIGNATURE = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+MAX_BODY_BYTES = DEFAULT_LIMITS.max_body_bytes
 SLACK_BODY = b"payload=%7B%22type%22%3A%22block_actions%22%2C%22token%22%3A%22verif-tok-123%22%7D&x=a+b"
 
 
@@ -80,9 +83,7 @@ def observed_metrics() -> Metrics:
 def start_server(store: Store) -> tuple[HttpServer, Running]:
     knobs = Knobs()
     metrics = observed_metrics()
-    server = HttpServer(
-        "127.0.0.1",
-        0,
+    context = HttpContext(
         store=store,
         metrics=metrics,
         loop_alive=lambda: knobs.alive,
@@ -90,6 +91,7 @@ def start_server(store: Store) -> tuple[HttpServer, Running]:
         report_for=knobs.reports.get,
         slack_handler=knobs.slack,
     )
+    server = HttpServer("127.0.0.1", 0, context)
     server.start()
     seeded = seed_incidents(store)
     return server, Running(server.bound_port, knobs, store, seeded, metrics)
@@ -309,14 +311,8 @@ def test_a_body_of_exactly_one_mebibyte_is_accepted(running: Running) -> None:
 
 def test_slack_actions_are_404_without_a_handler(tmp_path: Path) -> None:
     store = migrated_sqlite_store(tmp_path)
-    routes = Routes(
-        loop_alive=lambda: True,
-        ready=lambda: (True, ""),
-        metrics=Metrics().render,
-        incidents=lambda open_only: incidents_json(store, open_only),
-        incident=lambda incident_id: incident_detail_json(store, incident_id),
-    )
-    server = HttpServer.from_routes("127.0.0.1", 0, routes)
+    context = HttpContext(store=store, metrics=Metrics(), loop_alive=lambda: True, ready=lambda: (True, ""))
+    server = HttpServer("127.0.0.1", 0, context)
     server.start()
     try:
         assert call(server.bound_port, "POST", "/slack/actions", body=b"payload=x").status == 404
@@ -340,14 +336,10 @@ def test_requests_are_logged_without_headers_or_bodies(
 
 # --- binding ---------------------------------------------------------------------------------------------
 def test_binding_a_port_in_use_fails_naming_host_and_port(running: Running) -> None:
-    second = HttpServer(
-        "127.0.0.1",
-        running.port,
-        store=running.store,
-        metrics=Metrics(),
-        loop_alive=lambda: True,
-        ready=lambda: (True, ""),
+    context = HttpContext(
+        store=running.store, metrics=Metrics(), loop_alive=lambda: True, ready=lambda: (True, "")
     )
+    second = HttpServer("127.0.0.1", running.port, context)
     with pytest.raises(HttpBindError, match=f"127.0.0.1:{running.port}"):
         second.start()
     second.stop()  # harmless when it never started

@@ -19,7 +19,8 @@ from scenario.fake_slack import BOT_TOKEN, TEAM_ID, FakeSlack, block_actions_pay
 from tests.support.harness import RULE, Harness
 from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, make_workspace
-from watcher.http.server import HttpServer
+from watcher.http.context import HttpContext
+from watcher.http.serve import HttpServer
 from watcher.metrics import Metrics
 from watcher.model import IncidentStatus
 from watcher.notify.outbound.outbox import build_outbox_worker
@@ -60,15 +61,14 @@ class SlackRig:
         worker = build_outbox_worker(harness.config, harness.store, "test-replica")
         assert worker is not None and worker.actions is not None
         self.outbox = worker
-        self.http = HttpServer(
-            "127.0.0.1",
-            0,
+        context = HttpContext(
             store=harness.store,
             metrics=Metrics(),
             loop_alive=lambda: True,
             ready=lambda: (True, "ok"),
             slack_handler=worker.slack_actions,
         )
+        self.http = HttpServer("127.0.0.1", 0, context)
         self.http.start()
 
     @property

@@ -171,12 +171,11 @@ class Daemon:
         )
 
     def _start_http(self) -> None:
-        from watcher.http.server import HttpServer
+        from watcher.http.context import HttpContext
+        from watcher.http.serve import HttpServer
 
         slack_handler = self.outbox.slack_actions if self.outbox is not None else None
-        self.http = HttpServer(
-            self.config.http.host,
-            self.config.http.port,
+        context = HttpContext(
             store=self.store,
             metrics=self.metrics,
             loop_alive=self.loop_alive,
@@ -184,6 +183,7 @@ class Daemon:
             slack_handler=slack_handler,
             report_for=self.drift_report,
         )
+        self.http = HttpServer(self.config.http.host, self.config.http.port, context)
         self.http.start()
 
     def _start_socket_mode(self) -> None:
