@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEADER_LEASE = "leader"
-SHUTDOWN_GRACE = 20.0  # seconds to let in-flight evaluations finish after SIGTERM
+SHUTDOWN_GRACE = 20.0  # seconds from SIGTERM to exit, under systemd's TimeoutStopSec
+STOP_RESERVE = 3.0  # of the grace, kept for closing HTTP, Socket Mode, the lease and the database
 
 
 class SingleReplicaError(RuntimeError):
@@ -313,14 +314,18 @@ class Daemon:
         return True, f"{len(self.rules.current.runtime)} rules loaded"
 
     # --- stop -----------------------------------------------------------------------------------
-    def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+    def stop(self, grace: float = SHUTDOWN_GRACE - STOP_RESERVE) -> bool:
+        """Stop taking work, let running jobs finish for up to `grace` seconds, close the rest.
+        False when a job (an adapter call blocked on its target, say) is still running."""
         self.stopping.set()
         systemd.notify("STOPPING=1")
+        finished = True
         if self.scheduler.running:
             self.scheduler.pause()
             done = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
             done.start()
             done.join(grace)
+            finished = not done.is_alive()
         if self.http is not None:
             self.http.stop()
         if self.socket_mode is not None:
@@ -328,6 +333,7 @@ class Daemon:
         if self.is_leader:
             self.queue.release_lease(LEADER_LEASE, self.replica)
         self.db.dispose()
+        return finished
 
 
 def run_forever(daemon: Daemon) -> int:
@@ -349,8 +355,21 @@ def run_forever(daemon: Daemon) -> int:
     while not stop_requested.wait(0.5):
         pass
     log.info("stopping", extra={"event": "stopping"})
-    daemon.stop()
+    if not daemon.stop():
+        exit_past_blocked_work()
     return 0
+
+
+def exit_past_blocked_work() -> None:
+    """Exit now, although a worker thread is still inside a call (the interpreter would wait for
+    it at exit, past systemd's stop timeout and into its SIGKILL). The rollback intent it works
+    on is reconciled against the target after the restart, as after a crash."""
+    log.warning(
+        "exiting with work still running after the grace period; it is reconciled after restart",
+        extra={"event": "stop_forced", "grace_seconds": SHUTDOWN_GRACE},
+    )
+    logging.shutdown()  # flush the log before leaving without the interpreter's own clean-up
+    os._exit(0)
 
 
 def run_once(daemon: Daemon) -> int:
