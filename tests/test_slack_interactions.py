@@ -148,13 +148,31 @@ def _value(value: object) -> Callable[[dict[str, Any]], None]:
         (_edit(lambda p: p["actions"][0].pop("action_ts")), PayloadProblem.BAD_FIELD),
         (_edit(lambda p: p["actions"][0].update(action_ts="soon")), PayloadProblem.BAD_FIELD),
         (_edit(lambda p: (p.pop("message"), p["container"].pop("message_ts"))), PayloadProblem.BAD_FIELD),
-        (_edit(lambda p: p.update(response_url="http://evil.test/")), PayloadProblem.BAD_FIELD),
     ],
 )
 def test_parse_action_rejects_malformed_payloads(body: bytes, problem: PayloadProblem) -> None:
     result = parse_action(body)
     assert isinstance(result, InvalidPayload)
     assert result.reason is problem
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def test_a_payload_nested_deeper_than_any_slack_payload_is_not_json_and_not_a_recursion_error() -> None:
+    body = urlencode({"payload": '{"type": "block_actions", "actions": ' + deep(100_000) + "}"}).encode()
+    result = parse_action(body)
+    assert isinstance(result, InvalidPayload) and result.reason is PayloadProblem.NOT_JSON
+    result = parse_action(_edit(_value(deep(900))))  # under Slack's 2,000-character button value
+    assert isinstance(result, InvalidPayload) and result.reason is PayloadProblem.BAD_VALUE
+
+
+@pytest.mark.parametrize("response_url", ["http://hooks.slack.test/x", 42, None, "javascript:alert(1)"])
+def test_a_response_url_that_is_not_https_is_ignored_not_refused(response_url: object) -> None:
+    press = parse_action(_edit(lambda p: p.update(response_url=response_url)))
+    assert isinstance(press, ButtonPress)
+    assert press.response_url is None and press.incident_id == 42
 
 
 def test_enterprise_payload_takes_team_from_the_user() -> None:

@@ -72,7 +72,7 @@ class SlackActions:
         verdict = verify_request(headers, raw_body, self._secret, now)
         if isinstance(verdict, Rejected):
             log.warning("slack request refused: %s", verdict.reason.value, extra={"event": "slack_rejected"})
-            return 401, {"error": "invalid signature", "reason": verdict.reason.value}
+            return 401, {"error": "unauthorized"}  # the reason is for the log only
         press = parse_action(raw_body)
         if isinstance(press, InvalidPayload):
             return 400, {"error": "invalid payload", "reason": press.reason.value}
