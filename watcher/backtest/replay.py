@@ -2,8 +2,7 @@
 
 Nothing here decides anything: state, incidents, grouping, safeties and the known-good choice are
 the engine's. What differs from the daemon is only what the engine is plugged into:
-- a throwaway SQLite database in a temporary directory, deleted afterwards (the user's database
-  is never written);
+- a throwaway SQLite database in memory, gone afterwards (the user's database is never written);
 - sources answering from history (Prometheus from range queries fetched up front, SQL and drift
   measured at each moment as usual);
 - targets answering the live version at the replay clock from the version history, with dry-run
@@ -13,13 +12,14 @@ the engine's. What differs from the daemon is only what the engine is plugged in
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import Any
 
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
 
 from watcher.backtest.clock import TimeRange, moments, step_seconds
 from watcher.backtest.history import VersionHistory
@@ -28,14 +28,13 @@ from watcher.backtest.targets import ReplayClock, ReplayTargets, WouldRollback
 from watcher.decisions.known_good import VersionSighting
 from watcher.engine.bind import RuntimeRule, build_runtime_rules, build_source
 from watcher.engine.tick import Engine as WatcherEngine
-from watcher.engine.tick import TickResult
+from watcher.engine.tick import QuietWrite, TickResult
 from watcher.incidents.dispatch import RollbackDispatcher
 from watcher.model import Outcome, RuleState, SourceError
 from watcher.rules.config import WatcherConfig
 from watcher.rules.rulefmt import Rule
 from watcher.sources.prometheus import PrometheusSource
 from watcher.store import migrate
-from watcher.store.database import open_engine
 from watcher.store.queue import WorkQueue
 from watcher.store.records import AuditEvent, IncidentRecord, RollbackIntent
 from watcher.store.repository import Store
@@ -81,21 +80,39 @@ class ReplayResult:
 
 
 class ReplayStore(Store):
-    """The throwaway store. The daemon refreshes the live version's last sighting as it watches
-    its targets; here a read of a target's sightings shows the live one as seen up to the replay
-    clock (in memory: a write per target per moment would be most of the replay's work)."""
+    """The throwaway store. Sightings are read often (every rule's attribution, every moment) and
+    change only when the replay driver says so (`forget`): they are kept in memory in between.
+    The daemon refreshes the live version's last sighting as it watches its targets; here a read
+    shows the live one as seen up to the replay clock."""
 
     def __init__(self, engine: Engine, targets: ReplayTargets) -> None:
         super().__init__(engine)
         self.replay_targets = targets
+        self._sightings: dict[str, list[VersionSighting]] = {}
+
+    def forget(self) -> None:
+        self._sightings.clear()
 
     def sightings(self, target: str) -> list[VersionSighting]:
-        periods = super().sightings(target)
+        periods = self._sightings.get(target)
+        if periods is None:
+            periods = self._sightings[target] = super().sightings(target)
         now = self.replay_targets.clock.now
-        live = self.replay_targets.live_version(target)
-        if periods and periods[-1].version == live and periods[-1].last_seen < now:
-            periods[-1] = replace(periods[-1], last_seen=now)
-        return periods
+        if (
+            periods
+            and periods[-1].last_seen < now
+            and periods[-1].version == self.replay_targets.live_version(target)
+        ):
+            return [*periods[:-1], replace(periods[-1], last_seen=now)]
+        return list(periods)
+
+
+class ReplayEngine(WatcherEngine):
+    """The daemon's engine, less one chore: a quiet rule's periodic state write is what a restart
+    would assume anyway, and a replay never restarts (it would be most of the replay's work)."""
+
+    def write_quiet(self, writes: Sequence[QuietWrite], now: datetime) -> None:
+        return
 
 
 class VersionRecorder:
@@ -106,7 +123,8 @@ class VersionRecorder:
         self._targets = targets
         self._until = _DAWN
 
-    def advance(self, until: datetime, *, before_replay: bool = False) -> None:
+    def advance(self, until: datetime, *, before_replay: bool = False) -> bool:
+        """Record the changes up to `until`; whether there were any."""
         pending = [
             (name, change)
             for name in self._targets.names
@@ -114,7 +132,7 @@ class VersionRecorder:
         ]
         self._until = until
         if not pending:
-            return
+            return False
         with self._store.transaction() as tx:
             for name, change in sorted(pending, key=lambda item: item[1].at):
                 previous = self._targets.history.target(name).version_at(
@@ -125,6 +143,7 @@ class VersionRecorder:
                 tx.record_live_version(name, change.version, change.at)
                 if before_replay and change.had_incident:
                     tx.mark_incident_on_live_version(name, change.version)
+        return True
 
 
 @dataclass(frozen=True)
@@ -202,15 +221,28 @@ def schedule(
     return sorted(due.items())
 
 
+def throwaway_database() -> Engine:
+    """An in-memory SQLite database, gone when disposed: one connection shared by the replay's one
+    thread (nothing is written to disk, so nothing waits on it)."""
+    database = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    event.listen(database, "connect", _foreign_keys)
+    return database
+
+
+def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
 def replay(plan: ReplayPlan, config: WatcherConfig, fetcher: RangeFetcher | None) -> ReplayResult:
     """Run the engine over the plan's window on a throwaway store; what it would have done."""
-    with tempfile.TemporaryDirectory(prefix="watcher-backtest-") as scratch:
-        database = open_engine(f"sqlite:///{Path(scratch) / 'replay.db'}")
-        try:
-            migrate.upgrade(database)
-            return _run(plan, config, fetcher, database)
-        finally:
-            database.dispose()
+    database = throwaway_database()
+    try:
+        migrate.upgrade(database)
+        return _run(plan, config, fetcher, database)
+    finally:
+        database.dispose()
 
 
 def _run(
@@ -220,7 +252,7 @@ def _run(
     names = {*config.targets, *(rule.target for rule in plan.rules.values() if rule.target)}
     targets = ReplayTargets(sorted(names), plan.history, clock)
     store = ReplayStore(database, targets)
-    engine = WatcherEngine(store, targets, config.safety)
+    engine = ReplayEngine(store, targets, config.safety)
     dispatcher = RollbackDispatcher(store, targets, HOLDER, config.safety.verify_after)
     recorder = VersionRecorder(store, targets)
     recorder.advance(plan.window.start - timedelta(microseconds=1), before_replay=True)
@@ -230,12 +262,14 @@ def _run(
     evaluations = 0
     for moment, due in schedule(plan, runtimes):
         clock.now = moment
-        recorder.advance(moment)
+        if recorder.advance(moment):
+            store.forget()
         results = engine.tick_group(due, moment)
         evaluations += len(results)
         _trace(results, traces, first_breach, moment)
-        if any(result.incident_opened is not None for result in results):
-            dispatcher.run_due(moment)
+        if any(result.incident_opened is not None or result.transition.fired for result in results):
+            dispatcher.run_due(moment)  # as the daemon does right after a tick that opened one
+            store.forget()
     return _collect(plan, store, traces, first_breach, targets, evaluations)
 
 
