@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -110,6 +111,22 @@ class Metrics:
             ["lease", "change"],
             registry=self.registry,
         )
+        self._reload_successful = Gauge(
+            "watcher_rules_last_reload_successful",
+            "1 when the last load of the rule files had no finding; 0 when a file was refused "
+            "(its previous rules keep running), as prometheus_config_last_reload_successful.",
+            registry=self.registry,
+        )
+        self._reload_findings = Gauge(
+            "watcher_rules_last_reload_findings",
+            "Findings in the rule files at the last load (`watcher check` lists them).",
+            registry=self.registry,
+        )
+        self._reload_success_time = Gauge(
+            "watcher_rules_last_reload_success_timestamp_seconds",
+            "When the rule files last loaded without a finding (unix seconds).",
+            registry=self.registry,
+        )
         self._fenced_refused = Counter(
             "watcher_fenced_writes_refused",
             "Writes refused because the claim they were made under had a newer holder.",
@@ -168,6 +185,13 @@ class Metrics:
                 series.states[RuleState.INACTIVE].set(1)
                 self._rules[rule_id] = series
             return series
+
+    def rules_loaded(self, findings: int, at: datetime) -> None:
+        """Record one load of the rule files (at start or a reload) and its finding count."""
+        self._reload_successful.set(0 if findings else 1)
+        self._reload_findings.set(findings)
+        if not findings:
+            self._reload_success_time.set(at.timestamp())
 
     # --- rollbacks and queues ---------------------------------------------------------------------
     def rollback(self, target: str, result: str) -> None:

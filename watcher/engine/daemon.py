@@ -25,6 +25,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher.engine import systemd
+from watcher.engine.reload_report import ReloadReport
 from watcher.engine.ruleset import RuleBook
 from watcher.engine.scheduling import GroupJobs
 from watcher.engine.tick import Engine, utc_now
@@ -83,6 +84,7 @@ class Daemon:
         self.queue = WorkQueue(self.store)
         self.targets = TargetRegistry(config.targets, config.base_dir)
         self.rules = RuleBook(config, env)
+        self.reload_report = ReloadReport(self.metrics, self.store, config.base_dir)
         self.engine = Engine(self.store, self.targets, config.safety, self.metrics, dry_run=dry_run)
         self.dispatcher = RollbackDispatcher(
             self.store, self.targets, self.replica, config.safety.verify_after, self.metrics
@@ -119,6 +121,7 @@ class Daemon:
             )
         self.rules.load()
         self.engine.load_states(self.rules.current.runtime)
+        self._rules_loaded()
 
     def _take_leadership(self, now: datetime) -> bool:
         if not self.queue.acquire_lease(LEADER_LEASE, self.replica, now, self._ttl):
@@ -278,10 +281,19 @@ class Daemon:
             return
         self.engine.carry_states(loaded.runtime, previous)
         self._schedule_rules()
+        self._rules_loaded()
         log.info(
             "rules reloaded",
             extra={"event": "reload", "rules": len(loaded.runtime), "findings": len(loaded.findings)},
         )
+
+    def _rules_loaded(self) -> None:
+        """Every load's outcome in /metrics; a bad one told in Slack once, by the leader."""
+        announce = self.is_leader and self.config.slack is not None
+        try:
+            self.reload_report.loaded(self.rules.current.findings, utc_now(), announce=announce)
+        except Exception:  # the database may be down: the notice is tried at the next load
+            log.exception("reporting the rule load failed", extra={"event": "reload_report_failed"})
 
     def _heartbeat(self) -> None:
         self.last_beat = max(self.last_beat, time.monotonic()) if self.scheduler.running else self.last_beat

@@ -72,7 +72,7 @@ class RuleBook:
         for rule_id, runtime in self.current.runtime.items():
             if Path(runtime.rule.file).resolve() in bad_files and rule_id not in rules:
                 rules[rule_id] = runtime.rule
-        previous = self.current.runtime
+        previous, previous_findings = self.current.runtime, self.current.findings
         runtime_rules = build_runtime_rules(
             {rid: r for rid, r in rules.items() if rid not in previous or previous[rid].rule is not r},
             self.config,
@@ -84,10 +84,11 @@ class RuleBook:
             runtime=runtime_rules, findings=list(result.findings), files=list(result.files)
         )
         self._fingerprint = _fingerprint(self._watched_files(), self.config)
-        for finding in result.findings:
-            log.error(
-                "rule file problem: %s", finding, extra={"event": "rule_finding", "finding": str(finding)}
-            )
+        if result.findings != previous_findings:  # logged once, not again at every reload
+            for finding in result.findings:
+                log.error(
+                    "rule file problem: %s", finding, extra={"event": "rule_finding", "finding": str(finding)}
+                )
         return self.current
 
     def changed_on_disk(self) -> bool:
