@@ -54,6 +54,18 @@ class StoredMessage:
 
 
 @dataclass
+class UploadedFile:
+    id: str
+    filename: str
+    length: int
+    data: bytes | None = None  # None until the upload URL received it
+    title: str = ""
+    channel: str | None = None
+    thread_ts: str | None = None
+    comment: str = ""
+
+
+@dataclass
 class _Fault:
     count: int
     status: int
@@ -78,6 +90,8 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], StoredMessage] = {}
         self.ephemerals: list[dict[str, str]] = []
         self.acks: list[str] = []  # Socket Mode envelope ids acknowledged by the client
+        self.uploads: dict[str, UploadedFile] = {}  # file id -> what files.getUploadURLExternal promised
+        self.files: list[UploadedFile] = []  # files shared by files.completeUploadExternal, in order
         self._calls: list[RecordedCall] = []
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -253,6 +267,60 @@ class FakeSlack:
     def _connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket-mode"}
 
+    # -- files (the three steps of files_upload_v2) ------------------------------------------
+
+    def _get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename, length = str(params.get("filename") or ""), str(params.get("length") or "")
+        if not filename or not length.isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{next(self._ts)}"
+        self.uploads[file_id] = UploadedFile(file_id, filename, int(length))
+        return {
+            "ok": True,
+            "upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{file_id}",
+            "file_id": file_id,
+        }
+
+    def receive_upload(self, file_id: str, data: bytes) -> bool:
+        with self._lock:
+            upload = self.uploads.get(file_id)
+            if upload is None:
+                return False
+            upload.data = data
+            return True
+
+    def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            listed = json.loads(str(params.get("files") or "[]"))
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        channel = self._channel_id(params.get("channel_id"), names_allowed=False)
+        thread_ts = params.get("thread_ts") or None
+        if params.get("channel_id") and channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if thread_ts is not None and (channel, thread_ts) not in self.messages:
+            return {"ok": False, "error": "thread_not_found"}
+        shared = []
+        for item in listed:
+            upload = self.uploads.get(str(item.get("id")))
+            if upload is None or upload.data is None or len(upload.data) != upload.length:
+                return {
+                    "ok": False,
+                    "error": "file_not_found" if upload is None else "file_upload_size_mismatch",
+                }
+            upload.title, upload.channel, upload.thread_ts = str(item.get("title") or ""), channel, thread_ts
+            upload.comment = str(params.get("initial_comment") or "")
+            self.files.append(upload)
+            shared.append(
+                {"id": upload.id, "name": upload.filename, "title": upload.title, "size": upload.length}
+            )
+            if channel is not None and thread_ts is not None:
+                reply = StoredMessage(channel, self._next_ts(), upload.comment, [], thread_ts)
+                self.messages[(channel, reply.ts)] = reply
+                self.messages[(channel, thread_ts)].replies.append(reply.ts)
+                self._print("reply", reply, (f"[picture {upload.filename}] {upload.comment}", []))
+        return {"ok": True, "files": shared}
+
     # -- Socket Mode -------------------------------------------------------------------------
 
     def send_interactive(self, payload: dict[str, Any], envelope_id: str | None = None) -> str:
@@ -329,6 +397,8 @@ _METHODS = {
     "usergroups.users.list": FakeSlack._usergroup_users,
     "auth.test": FakeSlack._auth_test,
     "apps.connections.open": FakeSlack._connections_open,
+    "files.getUploadURLExternal": FakeSlack._get_upload_url,
+    "files.completeUploadExternal": FakeSlack._complete_upload,
 }
 
 
@@ -484,6 +554,15 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeSlack = self.server.fake  # type: ignore[attr-defined]
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if url.path.startswith("/upload/v1/"):  # the upload URL: raw bytes, answered in plain text
+            received = fake.receive_upload(url.path.rsplit("/", 1)[-1], body)
+            text = f"OK - {len(body)}".encode() if received else b"Not Found"
+            self.send_response(200 if received else 404)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+            return
         params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
             params.update(_body_params(self.headers.get("Content-Type", ""), body))

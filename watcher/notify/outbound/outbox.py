@@ -11,6 +11,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from watcher.notify.outbound.chart_post import CHART_KEY, ChartPoster, build_chart_poster
 from watcher.notify.outbound.facts import build_facts
 from watcher.notify.outbound.message import build_message
 from watcher.notify.outbound.slack_blocks import render_incident
@@ -46,6 +47,7 @@ class OutboxWorker:
         prometheus_url: str | None,
         http_base_url: str | None,
         actions: SlackActions | None = None,
+        charts: ChartPoster | None = None,
     ) -> None:
         self.store = store
         self.queue = WorkQueue(store)
@@ -55,6 +57,7 @@ class OutboxWorker:
         self.prometheus_url = prometheus_url
         self.http_base_url = http_base_url
         self.actions = actions
+        self.charts = charts  # the chart PNG in the incident's thread
         self.metrics: Metrics | None = None  # set by the daemon: fenced writes refused are counted
         self._db_notice_sent = False
 
@@ -67,6 +70,8 @@ class OutboxWorker:
             if not self._deliver(message, now):
                 break  # the head of the queue waits: later messages must not overtake it
             delivered += 1
+            if self.charts is not None:
+                self.charts.after_sent(message, now)
         return delivered
 
     def slack_actions(self, headers: Any, raw_body: bytes) -> tuple[int, dict[str, Any] | bytes]:
@@ -111,6 +116,8 @@ class OutboxWorker:
         incident = self.store.incident(message.incident_id) if message.incident_id is not None else None
         if incident is None:
             return None  # nothing to say about an incident that does not exist
+        if self.charts is not None and message.kind is MessageKind.THREAD and CHART_KEY in message.payload:
+            return self.charts.send(message, incident, now)
         if message.kind is MessageKind.THREAD:
             facts_silenced = incident.silenced_until is not None and incident.silenced_until > now
             if facts_silenced:
@@ -184,7 +191,7 @@ def build_outbox_worker(config: WatcherConfig, store: Store, holder: str) -> Out
         config.slack.signing_secret.get_secret_value(),
         list(config.slack.approvers),
         prometheus_url=_prom_url(config),
-        http_base_url=f"http://{config.http.listen}",
+        http_base_url=config.http.base_url,
     )
     return OutboxWorker(
         store,
@@ -192,8 +199,9 @@ def build_outbox_worker(config: WatcherConfig, store: Store, holder: str) -> Out
         config.slack.channel,
         holder,
         prometheus_url=_prom_url(config),
-        http_base_url=f"http://{config.http.listen}",
+        http_base_url=config.http.base_url,
         actions=actions,
+        charts=build_chart_poster(config, store),
     )
 
 
