@@ -187,7 +187,10 @@ class Daemon:
             slack_handler=slack_handler,
             report_for=self.drift_report,
         )
-        self.http = HttpServer(self.config.http.host, self.config.http.port, context)
+        from watcher.http.pages import daemon_page_routes
+
+        pages = daemon_page_routes(self.config, lambda: self.rules.current.runtime)
+        self.http = HttpServer(self.config.http.host, self.config.http.port, context, extra=[pages])
         self.http.start()
 
     def _start_socket_mode(self) -> None:

@@ -158,3 +158,21 @@ def page_routes(context: PageContext, sources: PageSources) -> Sequence[BaseRout
 
 
 __all__ = ["PageContext", "PageSources", "page_route_set", "page_routes"]
+
+
+def daemon_page_routes(
+    config: Any, runtime_rules: Callable[[], Any]
+) -> Callable[[PageContext], Sequence[BaseRoute]]:
+    """The pages as the daemon mounts them: its loaded rules (RuntimeRule by id) and Prometheus."""
+    from watcher.charts.series import PrometheusRange
+
+    prometheus = (
+        PrometheusRange(config.prometheus.url, config.prometheus.header_values(), config.evaluation.timeout)
+        if config.prometheus is not None
+        else None
+    )
+
+    def rules() -> dict[str, Any]:
+        return {rule_id: runtime.rule for rule_id, runtime in runtime_rules().items()}
+
+    return page_route_set(PageSources(rules=rules, prometheus=prometheus))
