@@ -318,6 +318,7 @@ class Scenario:
         say(self.console.bold("Everything keeps running. Look around (Ctrl-C stops it all):"))
         say(f"  curl -s {self.urls.service}/metrics | grep model_requests_total")
         say(f"  Prometheus UI: {self.urls.prometheus}/graph")
+        say(f"  Incident page: {self.urls.watcher}/incidents/{incident}   (the board: {self.urls.watcher}/)")
         say(f"  curl -s {self.urls.watcher}/api/incidents | python3 -m json.tool")
         say(f"  curl -s {self.urls.watcher}/metrics | grep watcher_rule_state")
         say(f"  .venv/bin/watcher incidents --config {shown}")
