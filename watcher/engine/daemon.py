@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from watcher.engine import systemd
 from watcher.engine.reload_report import ReloadReport
+from watcher.engine.replicas import GroupIndex, LeaseTiming, ReplicaCoordinator, shortest_interval
 from watcher.engine.ruleset import RuleBook
 from watcher.engine.scheduling import GroupJobs
 from watcher.engine.tick import Engine, utc_now
@@ -34,6 +35,8 @@ from watcher.metrics import Metrics
 from watcher.rules.config import WatcherConfig
 from watcher.store import migrate
 from watcher.store.database import is_sqlite, open_engine
+from watcher.store.fencing import ClaimKind, FencedStore, Refusal, fenced_by, record_refusal
+from watcher.store.group_leases import GroupClaim, reclaim_intents_of_dead_replicas
 from watcher.store.queue import WorkQueue
 from watcher.store.repository import Store
 from watcher.targets import TargetRegistry
@@ -85,7 +88,11 @@ class Daemon:
         self.targets = TargetRegistry(config.targets, config.base_dir)
         self.rules = RuleBook(config, env)
         self.reload_report = ReloadReport(self.metrics, self.store, config.base_dir)
-        self.engine = Engine(self.store, self.targets, config.safety, self.metrics, dry_run=dry_run)
+        # The engine's writes are made under the claim of the group being evaluated (fenced).
+        self.engine = Engine(FencedStore(self.db), self.targets, config.safety, self.metrics, dry_run=dry_run)
+        self.coordinator = ReplicaCoordinator(self.store, self.queue, self.replica, self.metrics)
+        self.groups = GroupIndex()
+        self.leader_fence: int | None = None
         self.dispatcher = RollbackDispatcher(
             self.store, self.targets, self.replica, config.safety.verify_after, self.metrics
         )
@@ -94,10 +101,14 @@ class Daemon:
             from watcher.notify.outbound.outbox import build_outbox_worker
 
             self.outbox = build_outbox_worker(config, self.store, self.replica)
+            if self.outbox is not None:
+                self.outbox.metrics = self.metrics
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(max_workers=8),
                 "workers": ThreadPoolExecutor(max_workers=3),
+                # Leases have a thread of their own: a slow adapter call must not let them lapse.
+                "leases": ThreadPoolExecutor(max_workers=1),
             },
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
@@ -106,7 +117,6 @@ class Daemon:
         self.last_beat = time.monotonic()
         self.ready = False
         self.stopping = threading.Event()
-        self._ttl = max(config.evaluation.every, timedelta(seconds=5))
         self.http: Any = None
         self.socket_mode: Any = None
         self.jobs = GroupJobs(self.scheduler, self._tick, self.metrics)
@@ -114,39 +124,54 @@ class Daemon:
     # --- start-up ----------------------------------------------------------------------------
     def prepare(self) -> None:
         migrate.upgrade(self.db)
+        self.rules.load()
+        self._size_leases()
         if not self._take_leadership(utc_now()) and is_sqlite(self.config.database):
             raise SingleReplicaError(
                 "another watcher holds this SQLite database; SQLite means one replica "
                 "(use PostgreSQL for several)"
             )
-        self.rules.load()
         self.engine.load_states(self.rules.current.runtime)
         self._rules_loaded()
 
+    def _size_leases(self) -> None:
+        """Leases sized from the shortest evaluation interval: takeover within two intervals."""
+        interval = shortest_interval(self.rules.current.runtime, self.config.evaluation.every)
+        self.coordinator.timing = LeaseTiming.for_interval(interval)
+
     def _take_leadership(self, now: datetime) -> bool:
-        if not self.queue.acquire_lease(LEADER_LEASE, self.replica, now, self._ttl):
+        """Take or keep the leader lease (the rollback sweep, the outbox, target watching)."""
+        ttl = self.coordinator.timing.ttl
+        fence = self.queue.claim_lease(LEADER_LEASE, self.replica, now, ttl)
+        if fence is None:
             holder = self.queue.lease_holder(LEADER_LEASE, now)
             if holder is None or not _holder_is_dead_local_process(holder):
                 if self.is_leader:
                     log.warning("lost the leader lease to %s", holder)
-                self.is_leader = False
+                    self.metrics.lease_changes("leader", "lost")
+                self.is_leader, self.leader_fence = False, None
                 return False
             self.queue.release_lease(LEADER_LEASE, holder)
-            if not self.queue.acquire_lease(LEADER_LEASE, self.replica, now, self._ttl):
+            fence = self.queue.claim_lease(LEADER_LEASE, self.replica, now, ttl)
+            if fence is None:
                 return False
-        if not self.is_leader:
-            log.info("this replica leads evaluation", extra={"event": "leader", "replica": self.replica})
+        if fence != self.leader_fence:
+            log.info("this replica leads", extra={"event": "leader", "replica": self.replica})
+            self.metrics.lease_changes("leader", "acquired")
             self.queue.reclaim_orphans(self.replica, now)
-            self.engine.load_states(self.rules.current.runtime)
-        self.is_leader = True
+        self.is_leader, self.leader_fence = True, fence
         return True
 
     def start(self) -> None:
         self.prepare()
-        self._schedule_rules()
-        every = self._ttl.total_seconds()
+        self._lease_pass()
+        every = self.config.evaluation.every.total_seconds()
         self.scheduler.add_job(
-            self._renew_lease, "interval", seconds=max(1.0, every / 3), id="lease", executor="workers"
+            self._lease_pass,
+            "interval",
+            seconds=self.coordinator.timing.pass_every.total_seconds(),
+            id="lease",
+            executor="leases",
         )
         self.scheduler.add_job(self._work, "interval", seconds=1, id="work", executor="workers")
         self.scheduler.add_job(
@@ -214,17 +239,29 @@ class Daemon:
             log.info("receiving Slack presses over Socket Mode", extra={"event": "socket_mode"})
 
     # --- jobs -----------------------------------------------------------------------------------
-    def _schedule_rules(self) -> None:
-        self.jobs.sync(self.rules.current.runtime, utc_now())
+    def _schedule_rules(self, *, reload_states: bool = False) -> None:
+        """Jobs for the groups this replica holds; with `reload_states`, their rule states read
+        again from the database first (another replica evaluated them until now)."""
+        held = self.groups.rules_of(self.rules.current.runtime, self.coordinator.held())
+        if reload_states:
+            self.engine.load_states(held)
+        self.jobs.sync(held, utc_now())
 
     def _tick(self, key: str) -> None:
-        if not self.is_leader or self.stopping.is_set():
+        claim = self.coordinator.claim(key)
+        if claim is None or self.stopping.is_set():
             return
         current = self.rules.current.runtime
         runtimes = [current[rule_id] for rule_id in self.jobs.members(key) if rule_id in current]
         if not runtimes:
             return
-        results = self.engine.tick_group(runtimes, self.jobs.slot(key, runtimes[0].rule.interval, utc_now()))
+        with fenced_by(claim) as fence:
+            results = self.engine.tick_group(
+                runtimes, self.jobs.slot(key, runtimes[0].rule.interval, utc_now())
+            )
+        if fence.refused:
+            self._group_refused(claim)
+            return
         opened = any(result.incident_opened is not None for result in results)
         if opened and not self.dry_run:
             # Act now rather than on the worker's next pass: the rollback is what matters.
@@ -234,18 +271,43 @@ class Daemon:
                 log.exception("dispatch after an incident failed", extra={"event": "dispatch_failed"})
         self.last_beat = time.monotonic()
 
-    def _renew_lease(self) -> None:
+    def _group_refused(self, claim: GroupClaim) -> None:
+        """Another replica holds the group now: this one's evaluation wrote nothing; say so."""
+        self.coordinator.drop(claim.key)
+        self.metrics.fenced_write_refused(ClaimKind.GROUP.value)
+        refusal = Refusal(ClaimKind.GROUP, claim.key, self.replica, claim.fence, "evaluation")
         try:
-            self._take_leadership(utc_now())
+            record_refusal(self.store, refusal, utc_now())
         except Exception:
-            log.exception("lease renewal failed")
+            log.exception("recording a refused write failed")
+        log.warning("evaluation of %s refused: another replica holds it now", claim.key)
+
+    def _lease_pass(self) -> None:
+        """Renew, release and claim leases; start or stop the jobs of groups that moved."""
+        if self.stopping.is_set():
+            return
+        now = utc_now()
+        try:
+            self._take_leadership(now)
+            keys = self.groups.groups(self.rules.current.runtime)
+            result = self.coordinator.rebalance(keys, now)
+            if result.acquired or result.lost or result.released:
+                self._schedule_rules(reload_states=bool(result.acquired))
+        except Exception:
+            log.exception("lease pass failed", extra={"event": "lease_failed"})
             self.is_leader = False
 
     def _work(self) -> None:
         if not self.is_leader or self.stopping.is_set():
             return
+        # Every unit of work re-checks the claim in the database, not a flag in memory.
+        fence = self.leader_fence
+        if fence is None or not self.queue.confirm_lease(LEADER_LEASE, self.replica, fence):
+            self.is_leader = False
+            return
         now = utc_now()
         try:
+            reclaim_intents_of_dead_replicas(self.store, now)
             if not self.dry_run:
                 self.dispatcher.run_due(now)
             if self.outbox is not None:
@@ -345,6 +407,7 @@ class Daemon:
             self.http.stop()
         if self.socket_mode is not None:
             self.socket_mode.stop()
+        self.coordinator.release_all()
         if self.is_leader:
             self.queue.release_lease(LEADER_LEASE, self.replica)
         self.db.dispose()

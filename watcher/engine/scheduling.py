@@ -45,6 +45,11 @@ def spread_offset(key: str, interval: timedelta) -> timedelta:
     return timedelta(milliseconds=zlib.crc32(key.encode()) % slots)
 
 
+def groups_of(runtime: Mapping[str, RuntimeRule]) -> dict[str, tuple[str, ...]]:
+    """The evaluation groups by their stable key: what replicas share, one lease each."""
+    return evaluation_groups(runtime)
+
+
 class GroupJobs:
     """The scheduler's evaluation-group jobs; `run_group(key)` is what each job calls."""
 

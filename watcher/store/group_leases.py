@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from watcher.model import RollbackStatus
 from watcher.store import tables as t
 from watcher.store.repository import Store
 
@@ -187,3 +188,18 @@ class GroupLeases:
             {"free": [row[0] for row in free]},
         ).all()
         return {str(row[0]): int(row[1]) for row in rows}
+
+
+def reclaim_intents_of_dead_replicas(store: Store, now: datetime) -> int:
+    """Make claimable now the rollback intents claimed by replicas no longer alive: a new claim
+    raises the intent's token, so the dead (or stalled) claimer can write nothing more for it."""
+    c = t.rollback_intents.c
+    live = select(t.replicas.c.id).where(t.replicas.c.expires_at >= now)
+    with store.engine.begin() as connection:
+        return connection.execute(
+            update(t.rollback_intents)
+            .where(
+                c.status == RollbackStatus.RUNNING.value, c.claimed_until >= now, c.claimed_by.not_in(live)
+            )
+            .values(claimed_until=now - timedelta(seconds=1))
+        ).rowcount
