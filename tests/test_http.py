@@ -6,6 +6,7 @@ import http.client
 import json
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator, Mapping
@@ -15,6 +16,9 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from tests.support.services import fresh_postgres_schema, require
 from tests.test_incident_json import Seeded, migrated_sqlite_store, seed_incidents
@@ -343,3 +347,53 @@ def test_binding_a_port_in_use_fails_naming_host_and_port(running: Running) -> N
     with pytest.raises(HttpBindError, match=f"127.0.0.1:{running.port}"):
         second.start()
     second.stop()  # harmless when it never started
+
+
+# --- running inside the daemon --------------------------------------------------------------------------
+def test_stop_is_bounded_while_a_client_holds_a_request_open(tmp_path: Path) -> None:
+    store = migrated_sqlite_store(tmp_path)
+    context = HttpContext(store=store, metrics=Metrics(), loop_alive=lambda: True, ready=lambda: (True, ""))
+    server = HttpServer("127.0.0.1", 0, context)
+    server.start()
+    port = server.bound_port
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as stalled:
+        stalled.sendall(b"POST /slack/actions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\npay")
+        thread = server._thread
+        server.stop()
+        assert thread is not None and not thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    store.engine.dispose()
+
+
+def test_signal_handlers_are_left_to_the_daemon(running: Running) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    context = HttpContext(
+        store=running.store, metrics=Metrics(), loop_alive=lambda: True, ready=lambda: (True, "")
+    )
+    server = HttpServer("127.0.0.1", 0, context)
+    server.start()
+    assert call(server.bound_port, "GET", "/healthz").status == 200
+    server.stop()
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_extra_route_sets_are_served_with_the_same_json_errors(running: Running) -> None:
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    def greeting(context: HttpContext) -> list[BaseRoute]:
+        return [Route("/hello", hello, methods=["GET"])]
+
+    context = HttpContext(
+        store=running.store, metrics=Metrics(), loop_alive=lambda: True, ready=lambda: (True, "")
+    )
+    server = HttpServer("127.0.0.1", 0, context, extra=[greeting])
+    server.start()
+    try:
+        assert call(server.bound_port, "GET", "/hello").body == b"hello"
+        refused = call(server.bound_port, "DELETE", "/hello")
+        assert refused.status == 405 and refused.headers["allow"] == "GET, HEAD"
+        assert "error" in refused.json()
+    finally:
+        server.stop()

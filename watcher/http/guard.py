@@ -30,6 +30,12 @@ def loggable_path(path: str) -> str:
     return fragment
 
 
+def head_size(scope: Scope) -> int:
+    """About the bytes of the request line and headers as they came (each header plus ': ' and CRLF)."""
+    headers = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+    return len(scope.get("raw_path", b"")) + len(scope.get("query_string", b"")) + headers
+
+
 async def send_json_error(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     headers = [
@@ -59,6 +65,11 @@ class Guard:
         ):
             log.info("request target too long", extra={**extra, "http_status": 414})
             await send_json_error(send, 414, "request target too long")
+            return
+        if head_size(scope) > self.limits.max_head_bytes:
+            # h11 caps a head that arrives in pieces; one that arrives whole is measured here.
+            log.info("request head too large", extra={**extra, "http_status": 431})
+            await send_json_error(send, 431, "request header fields too large")
             return
         # Old clients and hand-typed URLs end paths with a slash; the routes do not.
         if len(raw_path) > 1 and raw_path.endswith("/"):
