@@ -11,9 +11,7 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,21 +29,14 @@ from string import Template
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from watcher.ruletest.prometheus import LocalPrometheus, free_port
 from watcher.sources.prometheus_batch import BATCH_LABEL
 
-PROMETHEUS = Path(shutil.which("prometheus") or "/usr/bin/prometheus")
 WATCHER = Path(sys.executable).parent / "watcher"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Bounds on waiting for a process to come up or go away: waits, never measurements.
 READY_WITHIN = 60.0
 STOP_WITHIN = 30.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
@@ -174,31 +165,21 @@ class ModelExporter:
 
 
 # --- Prometheus -------------------------------------------------------------------------------------
-class Prometheus:
-    """One Prometheus on a free loopback port; its configuration can be rewritten and reloaded."""
+class Prometheus(LocalPrometheus):
+    """The product's LocalPrometheus scraping the exporter; its configuration can be rewritten and
+    reloaded, and every query it answers goes to a query log."""
 
     def __init__(self, work_dir: Path, scrape_target: str, scrape_interval: str) -> None:
-        self.work_dir = work_dir
-        self.port = free_port()
-        self.config_path = work_dir / "prometheus.yml"
         self.query_log = work_dir / "queries.jsonl"
         self._scrape_target = scrape_target
         self._scrape_interval = scrape_interval
-        self._process: subprocess.Popen[bytes] | None = None
         work_dir.mkdir(parents=True, exist_ok=True)
-        self.write_config([])
+        super().__init__(work_dir, config=self._config_text([]), retention="15d")
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def write_rules(self, rule_files: Sequence[Path]) -> None:
+        self.write_config(self._config_text(rule_files))
 
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("Prometheus is not running")
-        return self._process.pid
-
-    def write_config(self, rule_files: Sequence[Path]) -> None:
+    def _config_text(self, rule_files: Sequence[Path]) -> str:
         # Every query, the rule engine's included, goes to the query log: the same cost in every
         # phase, and the per-query timings the cycle figures are read from.
         lines = [
@@ -214,22 +195,12 @@ class Prometheus:
         if rule_files:
             lines.append("rule_files:")
             lines += [f"  - {path}" for path in rule_files]
-        self.config_path.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
 
-    def start(self) -> None:
-        log = (self.work_dir / "prometheus.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                str(PROMETHEUS),
-                f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self.work_dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until(lambda: http_get(f"{self.url}/-/ready")[0] == 200, "Prometheus ready")
+    def start(self, ready_within: float = READY_WITHIN) -> None:
+        failure = super().start(ready_within)
+        if failure is not None:
+            raise RuntimeError(failure.reason)
 
     def reload(self) -> None:
         """Re-read the configuration (SIGHUP) and wait until the reload has been applied."""
@@ -250,10 +221,6 @@ class Prometheus:
             raise RuntimeError(f"query {promql!r} answered {status}: {body[:200]}")
         result: list[object] = json.loads(body)["data"]["result"]
         return result
-
-    def stop(self) -> None:
-        stop_process(self._process)
-        self._process = None
 
 
 # --- the daemon -------------------------------------------------------------------------------------

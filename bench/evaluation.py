@@ -205,7 +205,7 @@ def measure_watcher(
 def measure_rule_engine(
     work: Path, prometheus: s.Prometheus, rules: list[s.RuleSpec], duration: float, baseline: float
 ) -> Run:
-    prometheus.write_config(s.write_prometheus_rules(work / "prometheus-rules", rules))
+    prometheus.write_rules(s.write_prometheus_rules(work / "prometheus-rules", rules))
     prometheus.reload()
     if (loaded := s.loaded_rule_count(prometheus)) != len(rules):
         raise RuntimeError(f"Prometheus loaded {loaded} rules instead of {len(rules)}")
@@ -220,7 +220,7 @@ def measure_rule_engine(
     end = read_window(prometheus, prometheus.pid, metrics)
     logged = s.read_query_log(prometheus.query_log, start.log_offset)
     queries = [q for q in logged if q.from_rule_engine]
-    prometheus.write_config([])
+    prometheus.write_rules([])
     prometheus.reload()
     return engine_run(start, end, queries, baseline)
 

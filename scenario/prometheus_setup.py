@@ -1,10 +1,10 @@
 """Debian's Prometheus for the scenario: its own config and data in the run directory, a free
-loopback port, a 1 s scrape interval, readiness and first data awaited, a clean stop."""
+loopback port, a 1 s scrape interval, readiness and first data awaited, a clean stop. Started by
+the product's one launcher (watcher.ruletest.prometheus)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from scenario.processes import Child, free_port, spawn, wait_until
+from scenario.processes import Child, die_with_parent, wait_until
+from watcher.ruletest.prometheus import LocalPrometheus
 
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 
@@ -54,7 +55,7 @@ class PrometheusServer:
             return False
 
 
-def write_config(directory: Path, jobs: Mapping[str, Sequence[str]], *, scrape_interval: str = "1s") -> Path:
+def config_text(jobs: Mapping[str, Sequence[str]], *, scrape_interval: str = "1s") -> str:
     """prometheus.yml scraping each job's `host:port` targets every `scrape_interval`."""
     config = {
         # The scrape timeout may not exceed the interval (Prometheus' default timeout is 10s).
@@ -67,9 +68,7 @@ def write_config(directory: Path, jobs: Mapping[str, Sequence[str]], *, scrape_i
             {"job_name": job, "static_configs": [{"targets": list(targets)}]} for job, targets in jobs.items()
         ],
     }
-    path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    return yaml.safe_dump(config, sort_keys=False)
 
 
 def start_prometheus(
@@ -80,35 +79,24 @@ def start_prometheus(
     binary: Path = PROMETHEUS_BINARY,
     ready_timeout_s: float = 30.0,
 ) -> PrometheusServer | PrometheusFailure:
-    """Start Prometheus with its config, data and log under `directory`, ready to answer."""
-    if not binary.exists():
-        return PrometheusFailure(
-            f"{binary} is missing: install Debian's package (apt-get install prometheus)"
-        )
+    """Start Prometheus with its config, data and log under `directory`, ready to answer.
+
+    The process is the product's LocalPrometheus; here it also dies with the scenario.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    config = write_config(directory, jobs)
-    listen = f"127.0.0.1:{port if port is not None else free_port()}"
-    log_path = directory / "prometheus.log"
-    argv = [
-        str(binary),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address={listen}",
-        "--storage.tsdb.retention.time=1d",
-        "--log.level=warn",
-    ]
-    with log_path.open("w") as log:
-        try:
-            child = spawn("prometheus", argv, cwd=directory, stdout=log, stderr=subprocess.STDOUT)
-        except OSError as error:
-            return PrometheusFailure(f"cannot start {binary}: {error.strerror}")
-    server = PrometheusServer(url=f"http://{listen}", child=child, log_path=log_path)
-    if not wait_until(lambda: server.ready() or not child.running(), timeout_s=ready_timeout_s):
-        server.stop()
-        return PrometheusFailure(f"not ready after {ready_timeout_s:.0f}s; see {log_path}")
-    if not child.running():
-        return PrometheusFailure(f"exited with code {child.process.returncode}: {_tail(log_path)}")
-    return server
+    local = LocalPrometheus(
+        directory,
+        config=config_text(jobs),
+        retention="1d",
+        flags=["--log.level=warn"],
+        port=port,
+        binary=binary,
+        before_exec=die_with_parent,
+    )
+    failure = local.start(ready_within=ready_timeout_s)
+    if failure is not None:
+        return PrometheusFailure(f"{failure.reason}; install it with apt-get install prometheus")
+    return PrometheusServer(url=local.url, child=Child("prometheus", local.process), log_path=local.log_path)
 
 
 def wait_for_first_data(server: PrometheusServer, job: str, *, timeout_s: float = 30.0) -> bool:
@@ -119,10 +107,3 @@ def wait_for_first_data(server: PrometheusServer, job: str, *, timeout_s: float 
         return not isinstance(result, PrometheusFailure) and len(result) > 0
 
     return wait_until(scraped, timeout_s=timeout_s, interval_s=0.5)
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(path.read_text().strip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

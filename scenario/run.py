@@ -32,7 +32,7 @@ from typing import Any
 
 from scenario.model_service import service_state, serving
 from scenario.monitor import Monitor, print_summary
-from scenario.processes import Child, Supervisor, free_port, python_module_argv, wait_until
+from scenario.processes import Child, Supervisor, python_module_argv, wait_until
 from scenario.progress import Console, forward_output
 from scenario.prometheus_setup import PrometheusServer, start_prometheus, wait_for_first_data
 from scenario.registry import BAD_VERSION, Registry, create_registry
@@ -56,6 +56,7 @@ from scenario.watcher_setup import (
     watcher_command,
     write_watcher_config,
 )
+from watcher.ruletest.prometheus import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / "scenario-run"

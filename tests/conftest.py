@@ -78,6 +78,27 @@ def canned_http_server() -> Iterator[CannedHttpServer]:
         yield server
 
 
+# --- databases and the model registry ----------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The watcher's database, once on SQLite and once on a fresh PostgreSQL schema (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'watcher.db'}"
+        return
+    with fresh_postgres_schema() as schema:
+        yield schema.url
+
+
+@pytest.fixture(scope="session")
+def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real MLflow registry (SQLite), built once per run; tests work on copies of it."""
+    from tests.support.mlflow_registry import build_registry  # MLflow is slow to import
+
+    return build_registry(tmp_path_factory.mktemp("registry-template"))
+
+
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 

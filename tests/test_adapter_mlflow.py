@@ -16,17 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.mlflow_registry import MODEL, build_registry
+from tests.support.mlflow_registry import MODEL
 from tests.support.slow_server import CannedHttpServer
 from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
 from watcher.remediations.mlflow_alias import INTENT_TAG, factory, resolve_sqlite_uri
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("mlflow-template"))
 
 
 @dataclass

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
 from watcher.store.database import open_engine
 from watcher.store.repository import Store
@@ -18,11 +17,6 @@ from watcher.store.repository import Store
 pytestmark = pytest.mark.integration
 
 WATCHER = Path(sys.executable).parent / "watcher"
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
 
 
 @pytest.fixture

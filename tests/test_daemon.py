@@ -6,15 +6,12 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.support.daemon import DaemonProcess, evaluations, wait_for
-from tests.support.mlflow_registry import build_registry
-from tests.support.services import fresh_postgres_schema
 from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
 from watcher.model import RollbackStatus, RuleState
 from watcher.store import migrate
@@ -26,20 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RULE = "fraud-detector/error-rate"
 FAST_RULES = DEFAULT_RULES.replace("for: 2m", "for: 6s").replace("every: 30s", "every: 1s")
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'watcher.db'}"
-        return
-    with fresh_postgres_schema() as schema:
-        yield schema.url
 
 
 def _workspace(tmp_path: Path, template: Path, url: str, rules: str = FAST_RULES, **kw: str) -> Workspace:

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import DaemonProcess, wait_for
-from tests.support.mlflow_registry import build_registry
 from tests.test_daemon import COMMAND_TARGET, FAST_RULES, SLOW_SWITCH, Db, _finished, _workspace
 from watcher.engine.daemon import SHUTDOWN_GRACE
 from watcher.model import RollbackStatus
@@ -25,11 +24,6 @@ from watcher.store import migrate
 from watcher.store.records import RollbackIntent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
 
 
 def test_sigterm_exits_within_the_grace_while_an_adapter_call_blocks(

@@ -12,8 +12,6 @@ import pytest
 from sqlalchemy import text
 
 from tests.support.harness import RULE, Harness
-from tests.support.mlflow_registry import build_registry
-from tests.support.services import fresh_postgres_schema
 from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
 from watcher.store.queue import WorkQueue
@@ -21,20 +19,6 @@ from watcher.store.queue import WorkQueue
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'watcher.db'}"
-        return
-    with fresh_postgres_schema() as schema:
-        yield schema.url
 
 
 @pytest.fixture

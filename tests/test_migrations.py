@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from tests.support.services import fresh_postgres_schema
 from watcher.store import migrate
 from watcher.store.database import open_engine
 from watcher.store.tables import metadata
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'watcher.db'}"
-        return
-    with fresh_postgres_schema() as schema:
-        yield schema.url
 
 
 def test_upgrade_from_empty_then_downgrade_and_again(database_url: str) -> None:

@@ -17,7 +17,6 @@ import pytest
 
 from scenario.fake_slack import BOT_TOKEN, TEAM_ID, FakeSlack, block_actions_payload, sign
 from tests.support.harness import RULE, Harness
-from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.http.context import HttpContext
 from watcher.http.serve import HttpServer
@@ -41,11 +40,6 @@ slack:
   api_url: {api_url}
   approvers: [{approver}, S0ONCALL]
 """
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
 
 
 @pytest.fixture

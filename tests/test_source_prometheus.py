@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.conftest import StartPrometheus, start_prometheus_in
-from tests.support.prometheus import MetricsExporter, PrometheusServer, Series, free_port
+from tests.support.prometheus import MetricsExporter, PrometheusServer, Series
 from tests.support.slow_server import CannedHttpServer, SlowHttpServer
 from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
+from watcher.ruletest.prometheus import free_port
 from watcher.sources.prometheus import PrometheusClient, PrometheusSource
 
 pytestmark = pytest.mark.integration

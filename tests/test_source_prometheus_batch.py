@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.prometheus import PrometheusServer
 from tests.support.slow_server import SlowHttpServer
 from tests.test_source_prometheus import (
     ERROR_RATE,
@@ -19,6 +19,7 @@ from tests.test_source_prometheus import (
     backfilled,
 )
 from watcher.model import ErrorKind, NoData, SourceError, Value
+from watcher.ruletest.prometheus import free_port
 from watcher.sources.base import measure_together
 from watcher.sources.prometheus import PrometheusClient, PrometheusSource
 from watcher.sources.prometheus_batch import (

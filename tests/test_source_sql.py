@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.support.prometheus import free_port
 from tests.support.services import PostgresSchema, fresh_postgres_schema
 from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
+from watcher.ruletest.prometheus import free_port
 from watcher.sources.sql import SqlSource, dispose_engines, engine_for, query_problems, sqlite_timestamp
 
 pytestmark = pytest.mark.integration

@@ -1,17 +1,12 @@
 """A real Prometheus for tests, fed by backfilled blocks or by scraping a small local exporter.
 
-Backfilled data goes through `promtool tsdb create-blocks-from openmetrics` before Prometheus
-starts (Prometheus loads blocks from its data directory at start). Retention is set to ten years so
-that the blocks, which lie in the past, are never deleted under the test.
+The process is the product's LocalPrometheus (watcher.ruletest.prometheus), the one launcher;
+here are what only tests need: series as values, scrape configs, and failures raised.
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,26 +18,16 @@ from types import TracebackType
 
 import requests
 
-PROMETHEUS = Path(shutil.which("prometheus") or "/usr/bin/prometheus")
-PROMTOOL = Path(shutil.which("promtool") or "/usr/bin/promtool")
-# Generous bounds for starting and stopping on a busy machine; waits, never assertions.
-_READY_WITHIN = 60.0
-_STOP_WITHIN = 30.0
+from watcher.ruletest.prometheus import LocalPrometheus, find_binary
+from watcher.ruletest.prometheus import backfill as backfill_blocks
 
 
 def binaries_missing() -> str | None:
     """Why Prometheus cannot be started here, or None when it can."""
-    for binary in (PROMETHEUS, PROMTOOL):
-        if not binary.is_file():
-            return f"{binary} not found (Debian package 'prometheus')"
+    for name in ("prometheus", "promtool"):
+        if find_binary(name) is None:
+            return f"{name} not found (Debian package 'prometheus')"
     return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -65,23 +50,8 @@ def openmetrics_text(series: Iterable[Series]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def backfill(series: Iterable[Series], data_dir: Path) -> None:
-    """Write `series` as TSDB blocks into `data_dir` (before Prometheus starts on it)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    source = data_dir.parent / f"{data_dir.name}-backfill.om"
-    source.write_text(openmetrics_text(series))
-    result = subprocess.run(
-        [str(PROMTOOL), "tsdb", "create-blocks-from", "openmetrics", str(source), str(data_dir)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"promtool backfill failed: {result.stderr.strip()}")
-
-
-class PrometheusServer:
-    """One Prometheus process on 127.0.0.1; stoppable and restartable on the same data and port."""
+class PrometheusServer(LocalPrometheus):
+    """A LocalPrometheus scraping `scrape_targets`; start and backfill raise when they fail."""
 
     def __init__(
         self,
@@ -91,56 +61,23 @@ class PrometheusServer:
         scrape_interval: str = "1s",
         lookback_delta: str = "5m",
     ) -> None:
-        self.work_dir = work_dir
-        self.data_dir = work_dir / "data"
-        self.log_path = work_dir / "prometheus.log"
-        self.port = free_port()
-        self._lookback_delta = lookback_delta
-        self._process: subprocess.Popen[bytes] | None = None
-        work_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(exist_ok=True)
-        self.config_path = work_dir / "prometheus.yml"
-        self.config_path.write_text(_config_text(scrape_targets, scrape_interval))
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        super().__init__(
+            work_dir,
+            config=_config_text(scrape_targets, scrape_interval),
+            flags=[f"--query.lookback-delta={lookback_delta}"],
+        )
 
     def backfill(self, series: Iterable[Series]) -> None:
         if self.running:
             raise RuntimeError("backfill before start: Prometheus reads its blocks when it starts")
-        backfill(series, self.data_dir)
+        refused = backfill_blocks(openmetrics_text(series), self.data_dir)
+        if refused is not None:
+            raise RuntimeError(refused.reason)
 
-    def start(self) -> None:
-        if self.running:
-            return
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                [
-                    str(PROMETHEUS),
-                    f"--config.file={self.config_path}",
-                    f"--storage.tsdb.path={self.data_dir}",
-                    "--storage.tsdb.retention.time=3650d",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    f"--query.lookback-delta={self._lookback_delta}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._wait_ready()
-
-    def stop(self) -> None:
-        """A clean shutdown (SIGTERM), waited for."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """A crash (SIGKILL): the data directory keeps its WAL for the next start."""
-        self._end(signal.SIGKILL)
+    def start(self, ready_within: float = 60.0) -> None:
+        failure = super().start(ready_within)
+        if failure is not None:
+            raise RuntimeError(failure.reason)
 
     def query(self, promql: str, at: datetime | None = None) -> list[dict[str, object]]:
         """The raw result of an instant query (for test set-up, not for code under test)."""
@@ -160,37 +97,6 @@ class PrometheusServer:
                 return
             time.sleep(0.2)
         raise RuntimeError(f"no data for {promql} after {within}s")
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + _READY_WITHIN
-        while time.monotonic() < deadline:
-            if self._process is None or self._process.poll() is not None:
-                raise RuntimeError(f"Prometheus exited at start:\n{self._log_tail()}")
-            try:
-                if requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"Prometheus not ready after {_READY_WITHIN}s:\n{self._log_tail()}")
-
-    def _end(self, how: signal.Signals) -> None:
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(how)
-        try:
-            process.wait(timeout=_STOP_WITHIN)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def _log_tail(self) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-        except OSError:
-            return "(no log)"
 
     def __enter__(self) -> PrometheusServer:
         self.start()

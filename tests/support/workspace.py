@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.mlflow_registry import champion, copy_registry
-from tests.support.prometheus import free_port
 from watcher.rules.config import WatcherConfig, load_config
+from watcher.ruletest.prometheus import free_port
 
 DEFAULT_RULES = """\
 model: fraud-detector
