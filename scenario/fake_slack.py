@@ -51,6 +51,7 @@ class StoredMessage:
     thread_ts: str | None = None
     updates: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None  # chat.postMessage's `metadata`, returned by history
 
 
 @dataclass
@@ -87,6 +88,8 @@ class FakeSlack:
         self.channels = dict(channels or {"ml-alerts": "C0MLALERTS"})  # name -> id
         self.usergroups = {k: list(v) for k, v in (usergroups or {}).items()}
         self.delay = 0.0  # seconds every answer waits: Slack being slow
+        self._slow: list[list[float]] = []  # [calls left, seconds]: slow_next()
+        self._last_micro = 0
         self.messages: dict[tuple[str, str], StoredMessage] = {}
         self.ephemerals: list[dict[str, str]] = []
         self.acks: list[str] = []  # Socket Mode envelope ids acknowledged by the client
@@ -158,6 +161,22 @@ class FakeSlack:
         with self._lock:
             self._faults.append(_Fault(count, 0))
 
+    def slow_next(self, count: int = 1, seconds: float = 2.0) -> None:
+        """The next `count` calls wait `seconds` before Slack handles them (and still succeed,
+        whether or not the client is still waiting for the answer)."""
+        with self._lock:
+            self._slow.append([count, seconds])
+
+    def take_slowness(self) -> float:
+        with self._lock:
+            if not self._slow:
+                return 0.0
+            entry = self._slow[0]
+            entry[0] -= 1
+            if entry[0] <= 0:
+                self._slow.pop(0)
+            return entry[1]
+
     def rate_limit_next(self, count: int = 1, retry_after: int = 30) -> None:
         with self._lock:
             self._faults.append(_Fault(count, 429, retry_after))
@@ -205,7 +224,9 @@ class FakeSlack:
         return self.channels.get(name) if names_allowed else None
 
     def _next_ts(self) -> str:
-        micro = next(self._ts)
+        """Unix time in microseconds, strictly increasing, as Slack's ts (history filters on it)."""
+        micro = max(int(time.time() * 1_000_000), self._last_micro + 100)
+        self._last_micro = micro
         return f"{micro // 1_000_000}.{micro % 1_000_000:06d}"
 
     def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -219,6 +240,7 @@ class FakeSlack:
         if thread_ts is not None and (channel, thread_ts) not in self.messages:
             return {"ok": False, "error": "thread_not_found"}
         message = StoredMessage(channel, self._next_ts(), content[0], content[1], thread_ts)
+        message.metadata = _metadata(params.get("metadata"))
         self.messages[(channel, message.ts)] = message
         if thread_ts is not None:
             self.messages[(channel, thread_ts)].replies.append(message.ts)
@@ -239,6 +261,34 @@ class FakeSlack:
         message.updates.append(content)
         self._print("update", message, content)
         return {"ok": True, "channel": channel, "ts": message.ts, "text": message.text}
+
+    def _history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """conversations.history: top-level messages newest first, `oldest` and `limit` honoured,
+        metadata only with include_all_metadata, one page (a cursor is never needed here)."""
+        channel = self._channel_id(params.get("channel"), names_allowed=False)
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        found = [m for m in self.channel_messages(channel) if float(m.ts) > float(params.get("oldest") or 0)]
+        return self._page(found, params)
+
+    def _replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel_id(params.get("channel"), names_allowed=False)
+        parent = self.messages.get((channel or "", str(params.get("ts"))))
+        if channel is None or parent is None:
+            return {"ok": False, "error": "channel_not_found" if channel is None else "thread_not_found"}
+        found = [parent, *(self.messages[(channel, r)] for r in parent.replies)]
+        return self._page([m for m in found if float(m.ts) > float(params.get("oldest") or 0)], params)
+
+    def _page(self, found: list[StoredMessage], params: dict[str, Any]) -> dict[str, Any]:
+        with_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        limit = int(params.get("limit") or 100)
+        newest_first = sorted(found, key=lambda m: float(m.ts), reverse=True)[:limit]
+        messages = [_as_json(m, with_metadata) for m in newest_first]
+        return {"ok": True, "messages": messages, "has_more": False, "response_metadata": {"next_cursor": ""}}
+
+    def _list_channels(self, params: dict[str, Any]) -> dict[str, Any]:
+        channels = [{"id": i, "name": n, "is_channel": True} for n, i in self.channels.items()]
+        return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
 
     def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel_id(params.get("channel"))
@@ -396,6 +446,9 @@ _METHODS = {
     "chat.postEphemeral": FakeSlack._post_ephemeral,
     "usergroups.users.list": FakeSlack._usergroup_users,
     "auth.test": FakeSlack._auth_test,
+    "conversations.history": FakeSlack._history,
+    "conversations.replies": FakeSlack._replies,
+    "conversations.list": FakeSlack._list_channels,
     "apps.connections.open": FakeSlack._connections_open,
     "files.getUploadURLExternal": FakeSlack._get_upload_url,
     "files.completeUploadExternal": FakeSlack._complete_upload,
@@ -434,12 +487,24 @@ def _block_problem(blocks: Any) -> str | None:
     return None
 
 
-def _as_json(message: StoredMessage) -> dict[str, Any]:
+def _as_json(message: StoredMessage, with_metadata: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "message", "ts": message.ts, "text": message.text}
     out["blocks"] = message.blocks
     if message.thread_ts:
         out["thread_ts"] = message.thread_ts
+    if with_metadata and message.metadata is not None:
+        out["metadata"] = message.metadata
     return out
+
+
+def _metadata(given: Any) -> dict[str, Any] | None:
+    """chat.postMessage's metadata, sent as JSON or as a JSON string in a form."""
+    if isinstance(given, str):
+        try:
+            given = json.loads(given)
+        except ValueError:
+            return None
+    return given if isinstance(given, dict) and isinstance(given.get("event_type"), str) else None
 
 
 def render_blocks_as_text(blocks: list[dict[str, Any]]) -> list[str]:
@@ -569,8 +634,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:  # UnicodeDecodeError and JSONDecodeError included
             self._send(200, {"ok": False, "error": "invalid_form_data"})
             return
-        if fake.delay:
-            time.sleep(fake.delay)
+        pause = fake.delay + fake.take_slowness()
+        if pause:
+            time.sleep(pause)
         method = url.path.removeprefix("/api/")
         fault = fake._take_fault()
         if fault is not None:

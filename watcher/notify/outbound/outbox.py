@@ -8,6 +8,7 @@ honoured, retries on the one policy, never given up while Slack may come back).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,14 @@ from watcher.notify.outbound.chart_post import CHART_KEY, ChartPoster, build_cha
 from watcher.notify.outbound.facts import build_facts
 from watcher.notify.outbound.message import build_message
 from watcher.notify.outbound.slack_blocks import render_incident
-from watcher.notify.outbound.slack_client import Delivered, RateLimited, SendFailed, SendResult, SlackClient
+from watcher.notify.outbound.slack_client import (
+    Delivered,
+    Found,
+    RateLimited,
+    SendFailed,
+    SendResult,
+    SlackClient,
+)
 from watcher.retry import RetryPolicy
 from watcher.store.fencing import ClaimKind, Refusal, record_refusal
 from watcher.store.queue import WorkQueue
@@ -34,6 +42,8 @@ MESSAGE_RETRY = RetryPolicy(
     attempts=None, base_delay=timedelta(seconds=1), max_delay=timedelta(minutes=1), multiplier=2.0
 )
 CLAIM = timedelta(minutes=2)
+# How far before a message was queued its earlier post is looked for (clocks differ a little).
+LOOK_BACK = timedelta(minutes=5)
 
 
 class OutboxWorker:
@@ -60,6 +70,9 @@ class OutboxWorker:
         self.charts = charts  # the chart PNG in the incident's thread
         self.metrics: Metrics | None = None  # set by the daemon: fenced writes refused are counted
         self._db_notice_sent = False
+        # After an unknown outcome (a timeout), wait this long before looking for the post: a
+        # request Slack is still working on lands first.
+        self.settle = 2 * client.timeout
 
     def deliver_due(self, now: datetime, limit: int = 50) -> int:
         delivered = 0
@@ -96,6 +109,7 @@ class OutboxWorker:
             return False
         if result.retryable:
             delay = MESSAGE_RETRY.next_attempt_at(message.attempts, now) or now + MESSAGE_RETRY.max_delay
+            delay = max(delay, now + self.settle)
             self._retry_later(message, delay, result.message)
             log.warning(
                 "slack delivery failed, will retry: %s", result.message, extra={"event": "slack_retry"}
@@ -107,7 +121,7 @@ class OutboxWorker:
 
     def _send(self, message: OutboxMessage, now: datetime) -> SendResult | None:
         if message.kind is MessageKind.NOTICE:
-            return self.client.post_message(self.channel, str(message.payload.get("text", "")), [])
+            return self._post(message, self.channel, str(message.payload.get("text", "")), [])
         if message.kind is MessageKind.EPHEMERAL:
             target = message.payload
             return self.client.post_ephemeral(
@@ -124,10 +138,8 @@ class OutboxWorker:
                 return None
             text = str(message.payload.get("text", ""))
             if incident.slack_ts is None:
-                return self.client.post_message(self.channel, f"#{incident.id}: {text}", [])
-            return self.client.post_message(
-                incident.slack_channel or self.channel, text, [], thread_ts=incident.slack_ts
-            )
+                return self._post(message, self.channel, f"#{incident.id}: {text}", [])
+            return self._post(message, incident.slack_channel or self.channel, text, [], incident.slack_ts)
         facts = build_facts(
             incident,
             self.store.timeline(incident.id),
@@ -136,7 +148,9 @@ class OutboxWorker:
         )
         payload = render_incident(build_message(facts, now))
         if incident.slack_ts is None or incident.slack_channel is None:
-            result = self.client.post_message(self.channel, payload.text, payload.blocks)
+            result = self._post(message, self.channel, payload.text, payload.blocks)
+            if isinstance(result, Found):  # posted by an attempt whose answer was lost: bring it up to date
+                result = self.client.update_message(result.channel, result.ts, payload.text, payload.blocks)
             if isinstance(result, Delivered):
                 with self.store.transaction() as tx:
                     if self.queue.confirm_message(tx.connection, message):
@@ -145,6 +159,25 @@ class OutboxWorker:
         return self.client.update_message(
             incident.slack_channel, incident.slack_ts, payload.text, payload.blocks
         )
+
+    def _post(
+        self,
+        message: OutboxMessage,
+        channel: str,
+        text: str,
+        blocks: Sequence[Mapping[str, Any]],
+        thread_ts: str | None = None,
+    ) -> SendResult:
+        """Post at most once per outbox message. A retried message may have landed although its
+        answer was lost (Slack slower than the timeout): it is looked up by the key in its
+        metadata and adopted. When Slack cannot say, nothing is posted; the message waits."""
+        key = f"{message.id}:{message.incident_id or '-'}"
+        if message.attempts > 1:
+            since = message.created_at - LOOK_BACK
+            found = self.client.find_posted(channel, key, since, thread_ts=thread_ts)
+            if found is not None:
+                return found
+        return self.client.post_message(channel, text, blocks, thread_ts=thread_ts, key=key)
 
     def _mark(
         self, message: OutboxMessage, status: MessageStatus, now: datetime, error: str | None = None

@@ -7,11 +7,14 @@ The bot token is never part of a result, an error message or a log line written 
 
 from __future__ import annotations
 
+import functools
 import http.client
 import math
+import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.error import URLError
 
@@ -32,6 +35,11 @@ _RETRYABLE_ERRORS = frozenset(
 class Delivered:
     channel: str  # the channel id Slack answered with (chat.update needs the id, not the name)
     ts: str
+
+
+@dataclass(frozen=True)
+class Found(Delivered):
+    """A message an earlier attempt posted although its answer never came back: adopted."""
 
 
 @dataclass(frozen=True)
@@ -60,20 +68,37 @@ class BotIdentity:
 SendResult = Delivered | RateLimited | SendFailed
 Failure = RateLimited | SendFailed
 
+# Message metadata that marks what watcher posted with the outbox message it came from, so a post
+# whose answer was lost (Slack slower than the timeout) is found in the channel instead of repeated.
+OUTBOX_EVENT = "watcher_outbox"
+_HISTORY_PAGES = 5  # of 200 messages each: far more than a channel gets while a post is retried
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
+
 
 class SlackClient:
     def __init__(self, token: str, *, api_url: str = DEFAULT_API_URL, timeout: timedelta) -> None:
         self._token = token
+        self.timeout = timedelta(seconds=max(1, math.ceil(timeout.total_seconds())))
         self._web = WebClient(
             token=token,
             base_url=api_url,
-            timeout=max(1, math.ceil(timeout.total_seconds())),
+            timeout=int(self.timeout.total_seconds()),
             retry_handlers=[],
         )
+        self._channel_ids: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def post_message(
-        self, channel: str, text: str, blocks: Sequence[Mapping[str, Any]], thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: Sequence[Mapping[str, Any]],
+        thread_ts: str | None = None,
+        key: str | None = None,
     ) -> SendResult:
+        """Post; `key` (the outbox message's) goes into the message's metadata for find_posted."""
+        metadata = {"event_type": OUTBOX_EVENT, "event_payload": {"key": key}} if key else None
+
         def call() -> SlackResponse:
             return self._web.chat_postMessage(
                 channel=channel,
@@ -82,9 +107,94 @@ class SlackClient:
                 thread_ts=thread_ts,
                 unfurl_links=False,  # a Prometheus link preview is noise in an incident channel
                 unfurl_media=False,
+                metadata=metadata,
             )
 
         return self._deliver("chat.postMessage", call, "ts")
+
+    def find_posted(
+        self, channel: str, key: str, since: datetime, thread_ts: str | None = None
+    ) -> Found | Failure | None:
+        """The message posted with `key` since `since` (in the thread `thread_ts`, or at the top
+        of the channel), if Slack has it; None when it does not; a failure when it cannot tell."""
+        channel_id = self.channel_id(channel)
+        if isinstance(channel_id, RateLimited | SendFailed):
+            return channel_id
+        cursor: str | None = None
+        for _ in range(_HISTORY_PAGES):
+            page = self._history_page(channel_id, since, thread_ts, cursor)
+            if isinstance(page, RateLimited | SendFailed):
+                return page
+            messages, cursor = page
+            for message in messages:
+                if _carries_key(message, key) and isinstance(message.get("ts"), str):
+                    return Found(channel_id, message["ts"])
+            if not cursor:
+                return None
+        return None
+
+    def _history_page(
+        self, channel_id: str, since: datetime, thread_ts: str | None, cursor: str | None
+    ) -> tuple[list[Mapping[str, Any]], str | None] | Failure:
+        oldest = f"{since.timestamp():.6f}"
+        method = "conversations.replies" if thread_ts else "conversations.history"
+
+        def call() -> SlackResponse:
+            if thread_ts is not None:
+                return self._web.conversations_replies(
+                    channel=channel_id,
+                    ts=thread_ts,
+                    oldest=oldest,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+            return self._web.conversations_history(
+                channel=channel_id, oldest=oldest, include_all_metadata=True, limit=200, cursor=cursor
+            )
+
+        answer = self._call(method, call)
+        if isinstance(answer, RateLimited | SendFailed):
+            return answer
+        messages = answer.get("messages")
+        if not isinstance(messages, list):
+            return SendFailed(f"{method}: answer without messages", retryable=True)
+        meta = answer.get("response_metadata")
+        following = meta.get("next_cursor") if isinstance(meta, dict) else None
+        return [m for m in messages if isinstance(m, dict)], following if isinstance(following, str) else None
+
+    def channel_id(self, channel: str) -> str | Failure:
+        """The id of a channel given by id or by name (`#ml-alerts`); history wants the id."""
+        if _CHANNEL_ID.match(channel):
+            return channel
+        name = channel.removeprefix("#")
+        with self._lock:
+            if name in self._channel_ids:
+                return self._channel_ids[name]
+        cursor: str | None = None
+        for _ in range(_HISTORY_PAGES * 4):
+            answer = self._call("conversations.list", functools.partial(self._channel_page, cursor))
+            if isinstance(answer, RateLimited | SendFailed):
+                return answer
+            for listed in answer.get("channels") or []:
+                if (
+                    isinstance(listed, dict)
+                    and listed.get("name") == name
+                    and isinstance(listed.get("id"), str)
+                ):
+                    with self._lock:
+                        self._channel_ids[name] = listed["id"]
+                    return str(listed["id"])
+            meta = answer.get("response_metadata")
+            cursor = meta.get("next_cursor") if isinstance(meta, dict) else None
+            if not cursor:
+                break
+        return SendFailed(f"conversations.list: no channel named {name[:80]}", retryable=True)
+
+    def _channel_page(self, cursor: str | None) -> SlackResponse:
+        return self._web.conversations_list(
+            types="public_channel,private_channel", exclude_archived=True, limit=1000, cursor=cursor
+        )
 
     def update_message(
         self, channel: str, ts: str, text: str, blocks: Sequence[Mapping[str, Any]]
@@ -160,6 +270,14 @@ class SlackClient:
         # Belt and braces: nothing in an answer should echo the token, but an error text is
         # written to the database and the logs, so make sure of it.
         return message.replace(self._token, "[redacted]") if self._token else message
+
+
+def _carries_key(message: Mapping[str, Any], key: str) -> bool:
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != OUTBOX_EVENT:
+        return False
+    payload = metadata.get("event_payload")
+    return isinstance(payload, dict) and payload.get("key") == key
 
 
 def retry_after_from(headers: Mapping[str, Any]) -> timedelta:
