@@ -1,8 +1,8 @@
 """What a schema cannot say about a rule file, checked on its raw tree with positions.
 
 One source and one comparison per rule, unique names, known targets, intervals longer than the
-timeout, a target for actions that roll back, count queries for Prometheus min_samples, and safe
-summary templates.
+timeout, a target for actions that roll back, count queries for Prometheus min_samples, PromQL
+that parses, and safe summary templates.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from watcher.model import Action
 from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration, parse_duration
 from watcher.rules.findings import Finding, did_you_mean, fragment
+from watcher.rules.promql import PromqlProblem, parse_query
 from watcher.rules.templates import template_problems
 from watcher.rules.yamlsafe import TreePath, YamlDocument
 from watcher.sources.sql import query_problems
@@ -64,6 +65,7 @@ def _rule_findings(
         # A PromQL value carries no sample count: the count must come from a query of its own.
         message = "min_samples: a prometheus rule counts samples with {prometheus: QUERY, at_least: N}"
         findings.append(at("min_samples", message))
+    findings.extend(_promql_findings(doc, path, raw))
     if raw.get("prometheus") is not None and config.prometheus is None:
         findings.append(at("prometheus", "prometheus: watcher.yaml has no prometheus section", on_key=True))
     if isinstance(raw.get("summary"), str):
@@ -92,6 +94,24 @@ def _sql_parameter_findings(doc: YamlDocument, path: TreePath, raw: dict[str, An
             findings.extend(
                 Finding(doc.path, line, column, f"query: {problem}") for problem in query_problems(query)
             )
+    return findings
+
+
+def _promql_findings(doc: YamlDocument, path: TreePath, raw: dict[str, Any]) -> list[Finding]:
+    """A `prometheus:` query (or `min_samples.prometheus:`) that does not parse, at its position."""
+    queries: list[tuple[TreePath, str]] = [((*path, "prometheus"), "prometheus")]
+    if isinstance(raw.get("min_samples"), dict):
+        queries.append(((*path, "min_samples", "prometheus"), "min_samples.prometheus"))
+    findings = []
+    for where, key in queries:
+        text = doc.get(where) if where in doc.values else None
+        if not isinstance(text, str):
+            continue
+        parsed = parse_query(text)
+        if isinstance(parsed, PromqlProblem):
+            near = "" if parsed.offset is None else f" (near character {parsed.offset + 1} of the query)"
+            line, column = doc.position(where)
+            findings.append(Finding(doc.path, line, column, f"{key}: {parsed.message}{near}"))
     return findings
 
 
