@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from tests.support.harness import RULE, Harness
 from tests.support.workspace import DEFAULT_RULES, make_workspace
+from watcher.decisions.evaluation import TransitionReason
 from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
 from watcher.store.queue import WorkQueue
 
@@ -163,7 +164,7 @@ def test_claim_is_exclusive(harness: Harness) -> None:
     assert first is not None and second is None
 
 
-def test_a_second_rule_firing_while_the_rollback_is_verified_only_notifies(
+def test_a_second_rule_pending_on_the_bad_version_opens_nothing_against_the_restored_one(
     tmp_path: Path, registry_template: Path
 ) -> None:
     second_rule = DEFAULT_RULES.split("rules:\n", 1)[1].replace("name: error-rate", "name: error-rate-strict")
@@ -180,10 +181,13 @@ def test_a_second_rule_firing_while_the_rollback_is_verified_only_notifies(
         h.tick(T0 + timedelta(minutes=2))
         h.dispatcher.run_due(T0 + timedelta(minutes=2))
         assert workspace.champion() == "2"
-        fired = h.engine.tick(strict, T0 + timedelta(minutes=3))
-        assert fired.incident_opened is not None
-        record = h.store.incident(fired.incident_opened)
-        assert record is not None and record.decision_reason == "target_busy"
+        # Its pending time was counted on version 3: it does not carry over to version 2.
+        after = h.engine.tick(strict, T0 + timedelta(minutes=3))
+        assert after.incident_opened is None
+        assert after.transition.reason is TransitionReason.VERSION_CHANGED
+        assert after.transition.current.state is RuleState.INACTIVE
+        [incident] = h.store.incidents()
+        assert incident.live_version == "3"
         assert h.dispatcher.run_due(T0 + timedelta(minutes=3)) == []
         assert workspace.champion() == "2"
     finally:
@@ -196,9 +200,9 @@ def test_a_groups_quiet_writes_wait_for_write_quiet_and_a_breach_does_not(harnes
     runtime = harness.rules[RULE]
     quiet: list[QuietWrite] = []
     harness.workspace.set_value(0.01)
-    [measurement], share = harness.engine.measure_group([runtime], T0)
+    [measurement], [attribution], share = harness.engine.measure_group([runtime], T0)
 
-    harness.engine.settle(runtime, measurement, T0, share, quiet)
+    harness.engine.settle(runtime, measurement, T0, share, quiet, attribution)
 
     assert [write.rule_id for write in quiet] == [RULE]
     assert RULE not in harness.store.rule_states()  # deferred to the group's one transaction
@@ -207,8 +211,8 @@ def test_a_groups_quiet_writes_wait_for_write_quiet_and_a_breach_does_not(harnes
 
     # Not quiet (a breach starts): written at once, whatever list is passed.
     harness.workspace.set_value(0.2)
-    [measurement], share = harness.engine.measure_group([runtime], T0 + timedelta(seconds=30))
+    [measurement], [attribution], share = harness.engine.measure_group([runtime], T0 + timedelta(seconds=30))
     later: list[QuietWrite] = []
-    harness.engine.settle(runtime, measurement, T0 + timedelta(seconds=30), share, later)
+    harness.engine.settle(runtime, measurement, T0 + timedelta(seconds=30), share, later, attribution)
     assert later == []
     assert harness.store.rule_states()[RULE].status.state is RuleState.PENDING

@@ -22,6 +22,11 @@ Decisions worth knowing (SPEC.md section 3):
   resumes once the clock has caught up. Health counting still happens.
 - A Value whose number is NaN, or with fewer samples than `min_samples` (or none known when
   `min_samples` is set), counts as no_data. Infinities are values (Prometheus returns +Inf).
+- Versions (see attribution): an episode counts against the version live when it began. When
+  another version goes live the episode ends there (VERSION_CHANGED): pending time never carries
+  across a version change. While the rule's window still spans the change it is settling: a
+  breach is no evidence against the version now live, so it neither starts nor advances an
+  episode (SETTLING); an ok evaluation counts as usual.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 
+from watcher.decisions.attribution import Attribution
 from watcher.model import Measurement, NoData, NoDataPolicy, Outcome, RuleState, SourceError, Value
 
 UNHEALTHY_AFTER = 4  # consecutive errors before a rule is reported unhealthy (once)
@@ -78,6 +84,7 @@ class RuleStatus:
     consecutive_errors: int = 0
     unhealthy: bool = False
     fired_on_no_data: bool = False
+    version: str | None = None  # the version the current episode counts against (None: inactive)
 
 
 class TransitionReason(StrEnum):
@@ -95,6 +102,8 @@ class TransitionReason(StrEnum):
     ERROR_IGNORED = "error_ignored"  # the source failed: nothing moves but the error count
     OUTAGE_RESET = "outage_reset"  # pending after a gap over outage_tolerance: `for` restarts now
     CLOCK_WENT_BACK = "clock_went_back"  # now < last evaluation: no state progress
+    VERSION_CHANGED = "version_changed"  # another version went live: the episode ends here
+    SETTLING = "settling"  # a breach on a window that spans a version change: held against none
 
 
 @dataclass(frozen=True)
@@ -152,8 +161,17 @@ def classify(measurement: Measurement, policy: RulePolicy) -> Outcome:
     return Outcome.BREACH if policy.breaches(measurement.value) else Outcome.OK
 
 
-def step(status: RuleStatus, measurement: Measurement, policy: RulePolicy, now: datetime) -> Transition:
-    """Move `status` on by one evaluation of `measurement` at `now`."""
+def step(
+    status: RuleStatus,
+    measurement: Measurement,
+    policy: RulePolicy,
+    now: datetime,
+    attribution: Attribution | None = None,
+) -> Transition:
+    """Move `status` on by one evaluation of `measurement` at `now`.
+
+    `attribution` says which version the evaluation's window speaks for; None: the rule has no
+    versioned target and every evaluation counts."""
     outcome = classify(measurement, policy)
     value = measurement.value if isinstance(measurement, Value) and outcome in _MEASURED else None
     observed = _with_health(status, outcome, value)
@@ -162,15 +180,35 @@ def step(status: RuleStatus, measurement: Measurement, policy: RulePolicy, now: 
     last = status.last_evaluated_at
     if last is not None and now < last:
         return Transition(status, observed, outcome, TransitionReason.CLOCK_WENT_BACK, value)
+    observed = replace(observed, last_evaluated_at=now)
+    if _version_changed(status, attribution):
+        return Transition(status, _inactive(observed), outcome, TransitionReason.VERSION_CHANGED, value)
+    effect = _effect_of(outcome, policy.on_no_data)
+    if effect is _Effect.BREACH and attribution is not None and attribution.settling:
+        held = observed if status.state is RuleState.FIRING else _inactive(observed)
+        return Transition(status, held, outcome, TransitionReason.SETTLING, value)
     move = _Step(
-        effect=_effect_of(outcome, policy.on_no_data),
+        effect=effect,
         on_no_data=outcome is Outcome.NO_DATA,
         outage=last is not None and now - last > policy.outage_tolerance,
         policy=policy,
         now=now,
     )
-    current, reason = _advance(replace(observed, last_evaluated_at=now), move)
+    current, reason = _advance(observed, move)
+    if current.state is not RuleState.INACTIVE and status.state is RuleState.INACTIVE:
+        current = replace(current, version=attribution.version if attribution else None)
     return Transition(status, current, outcome, _relabel_no_data(reason, outcome, policy), value)
+
+
+def _version_changed(status: RuleStatus, attribution: Attribution | None) -> bool:
+    """An episode under way on a version that is no longer live."""
+    return (
+        status.state is not RuleState.INACTIVE
+        and attribution is not None
+        and attribution.version is not None
+        and status.version is not None
+        and status.version != attribution.version
+    )
 
 
 _MEASURED = (Outcome.OK, Outcome.BREACH)
@@ -268,7 +306,14 @@ def _fire(status: RuleStatus, now: datetime) -> RuleStatus:
 
 def _inactive(status: RuleStatus) -> RuleStatus:
     # last_breach_at is kept: it stays true as history and nothing inactive reads it.
-    return replace(status, state=RuleState.INACTIVE, active_since=None, fired_at=None, fired_on_no_data=False)
+    return replace(
+        status,
+        state=RuleState.INACTIVE,
+        active_since=None,
+        fired_at=None,
+        fired_on_no_data=False,
+        version=None,
+    )
 
 
 def _relabel_no_data(reason: TransitionReason, outcome: Outcome, policy: RulePolicy) -> TransitionReason:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,9 @@ class RuntimeRule:
     rule: Rule
     source: Source
     policy: RulePolicy
+    # How far back before the evaluation time its query reads: what a version must have been live
+    # over for a breach to count against it (SPEC.md section 3).
+    lookback: timedelta = timedelta(0)
 
     @property
     def id(self) -> str:
@@ -34,6 +38,29 @@ def policy_for(rule: Rule) -> RulePolicy:
         below=rule.below,
         min_samples=_min_samples_count(rule),
     )
+
+
+def lookback_of(rule: Rule) -> timedelta:
+    """The rule's lookback: for PromQL, from the parsed query (the longest range, subquery range
+    plus offset, a min_samples query included); for SQL and drift, zero, since their
+    `:window_start` is clipped to when the live version went live and never reaches before it."""
+    from watcher.rules.rulefmt import MinSamplesQuery
+
+    if rule.prometheus is None:
+        return timedelta(0)
+    queries = [rule.prometheus]
+    if isinstance(rule.min_samples, MinSamplesQuery):
+        queries.append(rule.min_samples.prometheus)
+    return max(query_lookback(query) for query in queries)
+
+
+def query_lookback(query: str) -> timedelta:
+    from watcher.rules import promql
+
+    parsed = promql.parse_query(query)
+    if isinstance(parsed, promql.PromqlProblem):
+        return timedelta(0)  # never sent: the rule errors on every evaluation and breaches nothing
+    return promql.lookback(parsed).span
 
 
 def _min_samples_count(rule: Rule) -> float | None:
@@ -109,6 +136,8 @@ def build_runtime_rules(rules: dict[str, Rule], config: WatcherConfig) -> dict[s
         )
         batch = PrometheusBatch(client)
     return {
-        rule_id: RuntimeRule(rule, build_source(rule, config, client, batch), policy_for(rule))
+        rule_id: RuntimeRule(
+            rule, build_source(rule, config, client, batch), policy_for(rule), lookback_of(rule)
+        )
         for rule_id, rule in rules.items()
     }

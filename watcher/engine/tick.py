@@ -1,8 +1,10 @@
 """One tick of a rule: measure, step the state machine, persist in one transaction.
 
-The engine is the only place that reads the clock (through the `clock` it is given). The order
-is fixed: network first (measure; when the rule fires, ask the target its live version), then one
-transaction with no network call inside it.
+Time is passed in (`now`): the daemon's scheduler reads the clock, the engine never does. The
+order is fixed: network first (measure, each rule scoped to its target's live version; when the
+rule fires, ask the target its live version), then one transaction with no network call inside
+it. Every evaluation is attributed first (see decisions.attribution): a breach counts against a
+version only when that version was live over the rule's whole window.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from watcher.decisions.evaluation import RuleStatus, Transition, step
+from watcher.decisions.attribution import Attribution
+from watcher.decisions.evaluation import RuleStatus, Transition, TransitionReason, step
 from watcher.decisions.known_good import choose_rollback_version
 from watcher.decisions.safety import SafetyPolicy, TargetRollbackHistory, decide
-from watcher.decisions.verification import decide_verification
+from watcher.engine.versions import VersionBook
 from watcher.incidents import flow as incident_flow
+from watcher.incidents import follow as incident_follow
 from watcher.model import IncidentStatus, Measurement, Outcome, RuleState, SourceError
-from watcher.sources.base import measure_together
+from watcher.sources.base import QueryScope, measure_together
 from watcher.store.queue import WorkQueue
-from watcher.store.records import IncidentRecord
-from watcher.store.repository import Store, Tx
+from watcher.store.repository import Store
 
 if TYPE_CHECKING:
     from watcher.engine.bind import RuntimeRule
@@ -58,6 +61,11 @@ class TickResult:
     transition: Transition
     incident_opened: int | None
     seconds: float
+    attribution: Attribution | None = None
+
+    @property
+    def settling(self) -> bool:
+        return self.attribution is not None and self.attribution.settling
 
 
 class Engine:
@@ -76,6 +84,7 @@ class Engine:
         self.safety = safety
         self.metrics = metrics
         self.dry_run = dry_run
+        self.versions = VersionBook(store)
         self._statuses: dict[str, RuleStatus] = {}
         self._open_incident_rules: set[str] = set()
         self._persisted_at: dict[str, datetime] = {}
@@ -84,7 +93,7 @@ class Engine:
     def load_states(self, rules: dict[str, RuntimeRule]) -> None:
         """Restore rule states: a rule keeps its state while its query and threshold are unchanged."""
         stored = self.store.rule_states()
-        open_rules = {incident.rule_id for incident in self.store.incidents(open_only=True, limit=100_000)}
+        open_rules = self.store.rules_in_open_incidents()
         with self._lock:
             self._open_incident_rules = open_rules
             self._statuses = {
@@ -106,34 +115,47 @@ class Engine:
         with self._lock:
             return self._statuses.get(rule_id, RuleStatus())
 
+    def attribution(self, runtime: RuntimeRule, now: datetime) -> Attribution | None:
+        """Which version an evaluation of the rule at `now` speaks for (None: no target).
+
+        A target watcher has never seen is asked its live version first, and that first sighting
+        is recorded: it counts as live since before watcher looked, so a fresh start has no blind
+        spot and an episode begun now is on a known version."""
+        target = runtime.rule.target
+        if target is not None and self.versions.live(target, now) is None:
+            live = self.targets.live_version(target)
+            if live is not None:
+                self._record_new_version(runtime, live, now)
+        return self.versions.attribute(target, runtime.lookback, now)
+
     def tick(self, runtime: RuntimeRule, now: datetime) -> TickResult:
-        started = time.perf_counter()
-        [measurement] = measure_together([runtime.source], now)
-        return self.settle(runtime, measurement, now, time.perf_counter() - started)
+        return self.tick_group([runtime], now)[0]
 
     def measure_group(
         self, runtimes: Sequence[RuntimeRule], now: datetime
-    ) -> tuple[list[Measurement], float]:
-        """Measure a group of rules at `now` (Prometheus rules sharing a request); with the
-        measuring time each rule gets its share of."""
+    ) -> tuple[list[Measurement], list[Attribution | None], float]:
+        """Measure a group of rules at `now` (Prometheus rules sharing a request), each scoped to
+        its target's live version; with the attributions and each rule's share of the time."""
         started = time.perf_counter()
-        measurements = measure_together([runtime.source for runtime in runtimes], now)
-        return measurements, (time.perf_counter() - started) / max(1, len(runtimes))
+        attributions = [self.attribution(runtime, now) for runtime in runtimes]
+        scopes = [scope_of(attribution) for attribution in attributions]
+        measurements = measure_together([runtime.source for runtime in runtimes], now, scopes)
+        return measurements, attributions, (time.perf_counter() - started) / max(1, len(runtimes))
 
     def tick_group(self, runtimes: Sequence[RuntimeRule], now: datetime) -> list[TickResult]:
         """One tick of an evaluation group: measure together, settle each rule, write the quiet
         ones' states in one transaction. A rule that fails is logged and left out of the results;
         the others go on (its state in the database is untouched: the next tick is the retry)."""
         try:
-            measurements, share = self.measure_group(runtimes, now)
+            measurements, attributions, share = self.measure_group(runtimes, now)
         except Exception:
             log.exception("measuring %d rules failed", len(runtimes), extra={"event": "tick_failed"})
             return []
         results: list[TickResult] = []
         quiet_writes: list[QuietWrite] = []
-        for runtime, measurement in zip(runtimes, measurements, strict=True):
+        for runtime, measurement, attribution in zip(runtimes, measurements, attributions, strict=True):
             try:
-                results.append(self.settle(runtime, measurement, now, share, quiet_writes))
+                results.append(self.settle(runtime, measurement, now, share, quiet_writes, attribution))
             except Exception:
                 log.exception(
                     "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
@@ -151,6 +173,7 @@ class Engine:
         now: datetime,
         measured_seconds: float,
         quiet_writes: list[QuietWrite] | None = None,
+        attribution: Attribution | None = None,
     ) -> TickResult:
         """Step the rule's state machine on its measurement and persist what changed.
 
@@ -158,9 +181,20 @@ class Engine:
         `write_quiet` to make together with its group's in one transaction."""
         started = time.perf_counter()
         rule = runtime.rule
+        if attribution is None:
+            attribution = self.attribution(runtime, now)
         previous = self.status(rule.id)
-        transition = step(previous, measurement, runtime.policy, now)
-        context = self._firing_context(runtime, transition, now) if transition.fired else None
+        transition = step(previous, measurement, runtime.policy, now, attribution)
+        context = None
+        if transition.fired:
+            context = self._firing_context(runtime, transition, now)
+            live = context.live_version
+            if attribution is not None and live is not None and live != attribution.version:
+                # The target's version is newer than watcher's record: record it, and judge this
+                # evaluation again on it (a window that spans the change speaks for no version).
+                attribution = self._record_new_version(runtime, live, now)
+                transition = step(previous, measurement, runtime.policy, now, attribution)
+                context = context if transition.fired else None
         opened: int | None = None
         if not self.dry_run and self._worth_writing(rule.id, transition, now):
             if quiet_writes is not None and self._quiet(rule.id, transition):
@@ -168,7 +202,7 @@ class Engine:
                     QuietWrite(rule.id, rule.state_hash, rule.content_hash, transition.current)
                 )
             else:
-                opened = self._persist(runtime, transition, measurement, context, now)
+                opened = self._persist(runtime, transition, measurement, context, attribution, now)
                 with self._lock:
                     self._persisted_at[rule.id] = now
         with self._lock:
@@ -177,7 +211,15 @@ class Engine:
         if self.metrics is not None:
             self.metrics.observe_tick(rule.id, transition, seconds)
         self._log(rule.id, measurement, transition)
-        return TickResult(rule.id, measurement, transition, opened, seconds)
+        return TickResult(rule.id, measurement, transition, opened, seconds, attribution)
+
+    def _record_new_version(self, runtime: RuntimeRule, live: str | None, now: datetime) -> Attribution | None:
+        target = runtime.rule.target
+        if target is not None and live is not None and not self.dry_run:
+            with self.store.transaction() as tx:
+                tx.record_live_version(target, live, now)
+            self.versions.forget(target)
+        return self.versions.attribute(target, runtime.lookback, now, live=live)
 
     def _firing_context(
         self, runtime: RuntimeRule, transition: Transition, now: datetime
@@ -188,25 +230,20 @@ class Engine:
         if rule.target and live is not None:
             choice = choose_rollback_version(
                 live=live,
-                sightings=self.store.sightings(rule.target),
+                sightings=self.versions.history(rule.target, now),
                 adapter_previous=self.targets.previous_version(rule.target),
                 stable_after=self.safety.stable_after,
                 now=now,
             )
+        pause = self.store.pause_state()
         history = TargetRollbackHistory(
             rollback_times=(
                 self.queue.rollback_times(rule.target, now - self.safety.max_rollbacks.period)
                 if rule.target
                 else []
             ),
-            paused=self.store.pause_state().paused,
-            pause_reason=self.store.pause_state().reason,
-        )
-        policy = SafetyPolicy(
-            auto_rollback=self.safety.auto_rollback,
-            cooldown=self.safety.cooldown,
-            max_rollbacks=self.safety.max_rollbacks.count,
-            max_rollbacks_period=self.safety.max_rollbacks.period,
+            paused=pause.paused,
+            pause_reason=pause.reason,
         )
         decision = decide(
             target_busy=bool(rule.target) and self._target_busy(rule.target or ""),
@@ -214,11 +251,19 @@ class Engine:
             has_target=rule.target is not None,
             rollback_version=choice.version if choice else None,
             fired_on_no_data=transition.current.fired_on_no_data,
-            policy=policy,
+            policy=self._safety_policy(),
             history=history,
             now=now,
         )
         return incident_flow.FiringContext(live_version=live, choice=choice, decision=decision)
+
+    def _safety_policy(self) -> SafetyPolicy:
+        return SafetyPolicy(
+            auto_rollback=self.safety.auto_rollback,
+            cooldown=self.safety.cooldown,
+            max_rollbacks=self.safety.max_rollbacks.count,
+            max_rollbacks_period=self.safety.max_rollbacks.period,
+        )
 
     def write_quiet(self, writes: Sequence[QuietWrite], now: datetime) -> None:
         """Write quiet rules' states in one transaction (a group's worth, not one each)."""
@@ -232,13 +277,14 @@ class Engine:
                 self._persisted_at[write.rule_id] = now
 
     def _quiet(self, rule_id: str, transition: Transition) -> bool:
-        """Inactive, still inactive, nothing open, health unchanged."""
+        """Inactive, still inactive, nothing open, health unchanged, not settling on a breach."""
         previous, current = transition.previous, transition.current
         return (
             previous.state is RuleState.INACTIVE
             and current.state is RuleState.INACTIVE
             and previous.consecutive_errors == current.consecutive_errors
             and previous.unhealthy == current.unhealthy
+            and transition.reason is not TransitionReason.SETTLING
             and rule_id not in self._open_incident_rules
         )
 
@@ -263,22 +309,29 @@ class Engine:
         transition: Transition,
         measurement: Measurement,
         context: incident_flow.FiringContext | None,
+        attribution: Attribution | None,
         now: datetime,
     ) -> int | None:
         rule = runtime.rule
         opened: int | None = None
+        joined = False
         with self.store.transaction() as tx:
             tx.save_rule_status(rule.id, rule.state_hash, rule.content_hash, transition.current, now)
             if transition.fired and context is not None:
-                opened = incident_flow.open_incident(tx, rule, transition, measurement, context, now)
+                opened = incident_flow.fire(tx, rule, transition, measurement, context, now)
+                joined = opened is None
+            if transition.reason is TransitionReason.SETTLING and attribution is not None:
+                joined = incident_flow.settling_evidence(
+                    tx, rule, transition, measurement, attribution, now
+                ) is not None
             if transition.became_unhealthy:
                 message = measurement.message if isinstance(measurement, SourceError) else "unknown"
                 incident_flow.record_unhealthy(tx, rule, message, now)
-            # Only this engine opens and resolves incidents, so it knows which rules have one open
+            # Only this engine opens and resolves incidents, so it knows which rules are in one
             # and spares the lookup for the many rules that stay quiet.
             still_open = (
-                self._follow_incident(tx, runtime, transition, now)
-                if transition.fired or rule.id in self._open_incident_rules
+                incident_follow.follow(tx, rule, transition, attribution, now)
+                if opened is not None or joined or rule.id in self._open_incident_rules
                 else False
             )
         with self._lock:
@@ -287,40 +340,6 @@ class Engine:
             else:
                 self._open_incident_rules.discard(rule.id)
         return opened
-
-    def _follow_incident(self, tx: Tx, runtime: RuntimeRule, transition: Transition, now: datetime) -> bool:
-        """Verify and resolve the rule's open incident as due; True while one stays open."""
-        incident = tx.open_incident_for_rule(runtime.rule.id)
-        if incident is None:
-            return False
-        if transition.current.state is not RuleState.INACTIVE and not _verification_due(incident, now):
-            return True  # still firing and nothing due: the common case, spared two lookups
-        self._verify_if_due(tx, runtime, incident, transition, now)
-        incident = tx.incident(incident.id)
-        if (
-            incident is not None
-            and incident.resolved_at is None
-            and transition.current.state is RuleState.INACTIVE
-        ):
-            incident_flow.resolve_incident(tx, runtime.rule, incident, transition.resolved, now)
-        return tx.open_incident_for_rule(runtime.rule.id) is not None
-
-    def _verify_if_due(
-        self, tx: Tx, runtime: RuntimeRule, incident: IncidentRecord, transition: Transition, now: datetime
-    ) -> None:
-        if not _verification_due(incident, now):
-            return
-        verdict = decide_verification(transition.outcome, incident.verify_attempts + 1)
-        incident_flow.record_verification(
-            tx,
-            runtime.rule,
-            incident,
-            verdict,
-            transition.outcome.value,
-            transition.current.state is RuleState.INACTIVE,
-            runtime.rule.interval,
-            now,
-        )
 
     def _log(self, rule_id: str, measurement: Measurement, transition: Transition) -> None:
         level = logging.INFO if transition.previous.state != transition.current.state else logging.DEBUG
@@ -344,6 +363,8 @@ class Engine:
         )
 
 
-def _verification_due(incident: IncidentRecord, now: datetime) -> bool:
-    due = incident.verify_due_at
-    return incident.status is IncidentStatus.VERIFYING and due is not None and now >= due
+def scope_of(attribution: Attribution | None) -> QueryScope:
+    """What a source needs of the version: the live one, and since when (to clip its window)."""
+    if attribution is None:
+        return QueryScope()
+    return QueryScope(version=attribution.version, live_since=attribution.live_since)

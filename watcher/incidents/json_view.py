@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from watcher.decisions.known_good import VersionSighting
 from watcher.logs import redact
+from watcher.store.findings import FindingRecord
 from watcher.store.queue import WorkQueue
 from watcher.store.records import AuditEvent, IncidentRecord, RollbackIntent
 from watcher.store.repository import Store
@@ -90,12 +92,45 @@ def audit_event_json(event: AuditEvent) -> dict[str, Any]:
     }
 
 
+def finding_json(finding: FindingRecord) -> dict[str, Any]:
+    return {
+        "rule": finding.rule_id,
+        "rule_hash": finding.rule_hash,
+        "kind": finding.kind.value,
+        "value": finding.value,
+        "peak": finding.peak_value,
+        "threshold": finding.threshold,
+        "at": iso_utc(finding.at),
+        "last_at": iso_utc(finding.last_at),
+        "active": finding.active,
+        "verified": finding.verify_outcome,
+        "evidence": finding.evidence,
+    }
+
+
+def version_history_json(history: Sequence[VersionSighting]) -> list[dict[str, Any]]:
+    """The target's live periods, oldest first: which version was live when."""
+    return [
+        {
+            "version": period.version,
+            "live_from": iso_utc(period.first_seen) if index else None,
+            "first_seen": iso_utc(period.first_seen),
+            "last_seen": iso_utc(period.last_seen),
+            "had_incident": period.had_incident,
+        }
+        for index, period in enumerate(history)
+    ]
+
+
 def incident_to_json(
     incident: IncidentRecord,
     intents: Sequence[RollbackIntent],
     timeline: Sequence[AuditEvent] | None = None,
+    findings: Sequence[FindingRecord] = (),
+    versions: Sequence[VersionSighting] | None = None,
 ) -> dict[str, Any]:
-    """The incident's JSON object; `timeline` (audit events in order) is added when given."""
+    """The incident's JSON object; `timeline` (audit events in order) and the target's version
+    history are added when given."""
     document: dict[str, Any] = {
         "id": incident.id,
         "rule": incident.rule_id,
@@ -118,9 +153,13 @@ def incident_to_json(
         "acknowledged_by": incident.acknowledged_by,
         "silenced_until": iso_utc(incident.silenced_until),
         "undone_by": incident.undone_by,
+        # The opening rule first, then the rules that joined and the settling evidence.
+        "findings": [finding_json(finding) for finding in findings],
     }
     if timeline is not None:
         document["timeline"] = [audit_event_json(event) for event in timeline]
+    if versions is not None:
+        document["versions"] = version_history_json(versions)
     safe: dict[str, Any] = json_safe(document)
     return safe
 
@@ -136,7 +175,11 @@ def incidents_json(store: Store, open_only: bool = False) -> list[dict[str, Any]
     for intent in WorkQueue(store).intents():
         if intent.incident_id is not None:
             by_incident.setdefault(intent.incident_id, []).append(intent)
-    return [incident_to_json(incident, by_incident.get(incident.id, [])) for incident in incidents]
+    findings = store.findings([incident.id for incident in incidents])
+    return [
+        incident_to_json(incident, by_incident.get(incident.id, []), findings=findings.get(incident.id, []))
+        for incident in incidents
+    ]
 
 
 def incident_detail_json(store: Store, incident_id: int) -> dict[str, Any] | None:
@@ -145,4 +188,6 @@ def incident_detail_json(store: Store, incident_id: int) -> dict[str, Any] | Non
     if incident is None:
         return None
     intents = WorkQueue(store).intents(incident_id=incident_id)
-    return incident_to_json(incident, intents, store.timeline(incident_id))
+    findings = store.findings([incident_id]).get(incident_id, [])
+    versions = store.sightings(incident.target) if incident.target else None
+    return incident_to_json(incident, intents, store.timeline(incident_id), findings, versions)

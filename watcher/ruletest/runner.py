@@ -77,7 +77,7 @@ from watcher.ruletest.fileformat import InputValues, RuleTestCase, RuleTestFile
 from watcher.ruletest.load import evaluated_rules, load_test_file
 from watcher.ruletest.notation import SeriesId, openmetrics_value
 from watcher.ruletest.prometheus import LocalPrometheus, PrometheusUnavailable, start_prometheus
-from watcher.sources.base import Source
+from watcher.sources.base import NO_SCOPE, QueryScope, Source
 from watcher.sources.prometheus import PrometheusClient
 
 BASE_TIME = datetime(2020, 1, 1, tzinfo=UTC)  # time 0 of the first test (promtool uses 0)
@@ -108,7 +108,7 @@ class InputValuesSource:
         self._interval = interval
         self._assumed_samples = policy.min_samples
 
-    def measure(self, at: datetime) -> Measurement:
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
         offset = at - self._start
         index = offset // self._interval
         value = self._inputs.values[index] if 0 <= index < len(self._inputs.values) else None

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from watcher.model import Measurement
 
 
+@dataclass(frozen=True)
+class QueryScope:
+    """What a query may know of its target's version (SPEC.md section 2, "The live version in a
+    query"): the live version, bound as `{{ version }}` in PromQL and `:version` in SQL, and when it
+    went live, which SQL and drift windows never reach before (None: live since before watcher
+    first looked)."""
+
+    version: str | None = None
+    live_since: datetime | None = None
+
+    def clip(self, window_start: datetime) -> datetime:
+        """`:window_start`, never earlier than the moment the live version went live."""
+        return window_start if self.live_since is None else max(window_start, self.live_since)
+
+
+NO_SCOPE = QueryScope()
+
+
 class Source(Protocol):
-    def measure(self, at: datetime) -> Measurement:
-        """Measure as of `at` (timezone-aware UTC). Expected failures are returned, never raised."""
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
+        """Measure as of `at` (timezone-aware UTC) within `scope`. Expected failures are returned,
+        never raised."""
         ...
 
 
@@ -23,15 +43,18 @@ class SourceBatch(Protocol):
         ...
 
 
-def measure_together(sources: Sequence[Source], at: datetime) -> list[Measurement]:
+def measure_together(
+    sources: Sequence[Source], at: datetime, scopes: Sequence[QueryScope] | None = None
+) -> list[Measurement]:
     """Every source's measurement at `at`, in order: sources that share a batch are measured by it
-    in one go, the others one by one."""
+    in one go, the others one by one, each within its scope."""
     measurements: list[Measurement | None] = [None] * len(sources)
     batches: dict[int, tuple[SourceBatch, list[int]]] = {}
     for index, source in enumerate(sources):
         batch: SourceBatch | None = getattr(source, "batch", None)
         if batch is None:
-            measurements[index] = source.measure(at)
+            scope = scopes[index] if scopes is not None else NO_SCOPE
+            measurements[index] = source.measure(at, scope)
         else:
             batches.setdefault(id(batch), (batch, []))[1].append(index)
     for batch, indexes in batches.values():

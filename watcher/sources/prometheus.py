@@ -31,7 +31,9 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util import Retry, Timeout
 
 from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
-from watcher.sources.base import SourceBatch
+from watcher.rules.promql import parse_query
+from watcher.sources.base import NO_SCOPE, QueryScope, SourceBatch
+from watcher.sources.prometheus_query import PreparedQuery, prepare
 
 # Prometheus error texts can be long (they quote the query); keep messages readable.
 _MAX_ERROR_TEXT = 500
@@ -144,6 +146,10 @@ class PrometheusClient:
 class PrometheusSource:
     """A rule's `prometheus:` query, with an optional `min_samples` guard.
 
+    The queries are parsed once, here; what is sent is their tree re-printed, the scope's live
+    version in place of `{{ version }}` (see prometheus_query): a query that does not parse is a
+    BAD_QUERY error and is never sent, nor is a query that needs a version the scope lacks.
+
     `batch`, when given, measures this source together with the other sources of its client in as
     few requests as possible (see prometheus_batch); `measure` alone always asks on its own.
     """
@@ -161,6 +167,8 @@ class PrometheusSource:
         self._min_samples_query = min_samples_query
         self._min_samples = min_samples
         self.batch = batch
+        self._parsed = tuple(parse_query(text) for text in self.queries)
+        self._prepared: tuple[str | None, tuple[PreparedQuery | SourceError, ...]] | None = None
 
     @property
     def queries(self) -> tuple[str, ...]:
@@ -169,11 +177,24 @@ class PrometheusSource:
             return (self._query,)
         return (self._query, self._min_samples_query)
 
-    def measure(self, at: datetime) -> Measurement:
-        answer = self._client.instant_query(self._query, at)
-        if isinstance(answer, SourceError) or self._min_samples_query is None:
+    def prepared(self, version: str | None) -> tuple[PreparedQuery | SourceError, ...]:
+        """`queries` as they are sent with `version` live, or why each cannot be sent."""
+        cached = self._prepared
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        prepared = tuple(prepare(parsed, version) for parsed in self._parsed)
+        self._prepared = (version, prepared)  # one assignment: safe to share between threads
+        return prepared
+
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
+        prepared = self.prepared(scope.version)
+        answer = self._ask(prepared[0], at)
+        if isinstance(answer, SourceError) or len(prepared) == 1:
             return self.measure_answers([answer], at)
-        return self.measure_answers([answer, self._client.instant_query(self._min_samples_query, at)], at)
+        return self.measure_answers([answer, self._ask(prepared[1], at)], at)
+
+    def _ask(self, query: PreparedQuery | SourceError, at: datetime) -> QueryResult | SourceError:
+        return query if isinstance(query, SourceError) else self._client.instant_query(query.text, at)
 
     def measure_answers(self, answers: Sequence[QueryResult | SourceError], at: datetime) -> Measurement:
         """The measurement from the answers to `queries`, in their order (the samples answer may be

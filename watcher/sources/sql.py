@@ -37,8 +37,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
 from watcher.model import ErrorKind, Measurement, NoData, SourceError, TimeWindow, Value
+from watcher.sources.base import NO_SCOPE, QueryScope
 
-WINDOW_PARAMETERS = frozenset({"window_start", "window_end"})
+WINDOW_PARAMETERS = frozenset({"window_start", "window_end", "version"})
 _MAX_ERROR_TEXT = 500
 # SQLite calls the progress handler every this many virtual-machine instructions.
 _SQLITE_PROGRESS_STEPS = 10_000
@@ -67,7 +68,7 @@ def query_parameters(query: str) -> frozenset[str]:
 def query_problems(query: str) -> list[str]:
     """What is wrong with the query's parameters, for rule validation and for `measure`."""
     problems = [
-        f"unknown parameter :{name}; only :window_start and :window_end are bound"
+        f"unknown parameter :{name}; only :window_start, :window_end and :version are bound"
         for name in sorted(query_parameters(query) - WINDOW_PARAMETERS)
     ]
     # text() does not read ":name::type" as a parameter (it would clash with PostgreSQL casts).
@@ -108,21 +109,27 @@ class SqlSource:
         self._min_samples = min_samples
         self._secrets = _url_secrets(url)
 
-    def measure(self, at: datetime) -> Measurement:
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
         if at.tzinfo is None:
             raise ValueError("evaluation time must be timezone-aware")
         if self._problems:
             return SourceError(ErrorKind.BAD_QUERY, "; ".join(self._problems), retryable=False)
-        window = TimeWindow(start=(at - self._window).astimezone(UTC), end=at.astimezone(UTC))
+        if "version" in self._parameters and scope.version is None:
+            return NoData("the target's live version is not known yet (:version)")
+        # A young version's window starts when it went live: its predecessor's rows never count.
+        start = scope.clip(at - self._window)
+        window = TimeWindow(start=start.astimezone(UTC), end=at.astimezone(UTC))
         try:
             engine = engine_for(self._url, self._timeout)
-            columns, rows = self._run(engine, window)
+            columns, rows = self._run(engine, window, scope.version)
         except sa.exc.SQLAlchemyError as error:
             return self._scrubbed(_classify(error, _display_url(self._url)))
         return self._interpret(columns, rows, window)
 
-    def _run(self, engine: Engine, window: TimeWindow) -> tuple[list[str], Sequence[sa.Row[Any]]]:
-        parameters = _bound_window(window, engine.dialect.name)
+    def _run(
+        self, engine: Engine, window: TimeWindow, version: str | None
+    ) -> tuple[list[str], Sequence[sa.Row[Any]]]:
+        parameters: dict[str, Any] = {**_bound_window(window, engine.dialect.name), "version": version}
         with engine.connect() as connection:
             try:
                 with _bounded(connection, self._timeout):

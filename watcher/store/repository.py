@@ -20,6 +20,7 @@ from watcher.decisions.evaluation import RuleStatus
 from watcher.decisions.known_good import VersionSighting
 from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
 from watcher.store import tables as t
+from watcher.store.findings import FindingRecord, FindingWrites, incident_findings
 from watcher.store.records import AuditEvent, IncidentRecord, PauseState
 
 PAUSE_CONTROL = "auto_rollback_pause"
@@ -66,6 +67,7 @@ def _status_from_row(row: RowMapping) -> RuleStatus:
         consecutive_errors=row["consecutive_errors"],
         unhealthy=row["unhealthy"],
         fired_on_no_data=row["fired_on_no_data"],
+        version=row["version"],
     )
 
 
@@ -116,7 +118,7 @@ def audit_from_row(row: RowMapping) -> AuditEvent:
     )
 
 
-class Tx:
+class Tx(FindingWrites):
     """Writes inside one open transaction."""
 
     def __init__(self, connection: Connection) -> None:
@@ -158,6 +160,7 @@ class Tx:
             "unhealthy": status.unhealthy,
             "fired_on_no_data": status.fired_on_no_data,
             "updated_at": now,
+            "version": status.version,
         }
         # One statement built once with bind parameters: this runs on every tick of every rule.
         changed = self.connection.execute(_UPDATE_RULE_STATE, {"key": rule_id, **values}).rowcount
@@ -320,6 +323,22 @@ class Store:
                     select(func.count()).select_from(t.incidents).where(t.incidents.c.resolved_at.is_(None))
                 ).scalar_one()
             )
+
+    def rules_in_open_incidents(self) -> set[str]:
+        """Every rule that is a finding of an open incident."""
+        f, i = t.incident_findings.c, t.incidents.c
+        statement = (
+            select(f.rule_id)
+            .select_from(t.incident_findings.join(t.incidents, f.incident_id == i.id))
+            .where(i.resolved_at.is_(None))
+        )
+        with self.engine.connect() as connection:
+            return {row[0] for row in connection.execute(statement)}
+
+    def findings(self, incident_ids: Sequence[int]) -> dict[int, list[FindingRecord]]:
+        """The findings of each incident, the opening rule first."""
+        with self.engine.connect() as connection:
+            return incident_findings(connection, incident_ids)
 
     def timeline(self, incident_id: int) -> list[AuditEvent]:
         statement = (

@@ -77,6 +77,8 @@ rule_states = Table(
     Column("unhealthy", Boolean, nullable=False, server_default=text("false")),
     Column("fired_on_no_data", Boolean, nullable=False, server_default=text("false")),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # The version the current episode counts against: pending time never carries across versions.
+    Column("version", String(200)),
 )
 
 incidents = Table(
@@ -109,15 +111,32 @@ incidents = Table(
     Column("slack_channel", String(100)),
     Column("slack_ts", String(40)),
     Column("updated_at", UTCDateTime(), nullable=False),
-    # One open incident per rule: a second "firing" of the same episode cannot open another.
-    Index(
-        "uq_incidents_open_rule",
-        "rule_id",
-        unique=True,
-        sqlite_where=text("resolved_at IS NULL"),
-        postgresql_where=text("resolved_at IS NULL"),
-    ),
     Index("ix_incidents_status", "status"),
+    # An incident is one version of one target: the engine finds the open one by both.
+    Index("ix_incidents_target_version", "target", "live_version"),
+)
+
+# The rules of an incident: the one that opened it, those that fired on the same target and
+# version while it was open, and those whose settling windows still held its version. `active`
+# is true while the rule's episode on this version goes on; the incident resolves when none is.
+incident_findings = Table(
+    "incident_findings",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("rule_id", String(300), nullable=False),
+    Column("rule_hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # opened | joined | settling
+    Column("value", Float),
+    Column("peak_value", Float),
+    Column("threshold", Float, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("last_at", UTCDateTime(), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("verify_outcome", String(16)),
+    Column("evidence", JSON, nullable=False),
+    Index("uq_incident_findings_rule", "incident_id", "rule_id", unique=True),
+    Index("ix_incident_findings_rule_active", "rule_id", "active"),
 )
 
 audit_events = Table(

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from watcher.model import RollbackStatus, Severity, Signal
-from watcher.notify.outbound.message import DriftColumn, IncidentFacts, TimelineEntry
+from watcher.notify.outbound.message import DriftColumn, FindingFact, IncidentFacts, TimelineEntry
+from watcher.store.findings import FindingKind, FindingRecord
 from watcher.store.records import AuditEvent, IncidentRecord
 
 _EVENT_TEXTS = {
@@ -26,6 +27,8 @@ _EVENT_TEXTS = {
     "silenced": "Silenced for 1h",
     "incident_resolved": "Resolved",
     "notified": "Notified",
+    "finding_added": "Another rule fired on this version",
+    "settling_evidence": "Evidence from a window still holding this version",
 }
 
 
@@ -66,6 +69,7 @@ def build_facts(
     *,
     prometheus_url: str | None,
     http_base_url: str | None,
+    findings: Sequence[FindingRecord] = (),
 ) -> IncidentFacts:
     evidence = incident.evidence
     comparison: Literal["above", "below"] = "below" if evidence.get("comparison") == "below" else "above"
@@ -103,4 +107,9 @@ def build_facts(
         silenced_until=incident.silenced_until,
         undone_by=_slack_user(incident.undone_by),
         timeline=tuple(_entry(event) for event in timeline),
+        findings=tuple(
+            FindingFact(f.rule_id, f.peak_value, f.threshold, f.kind is FindingKind.SETTLING)
+            for f in findings
+            if f.kind is not FindingKind.OPENED
+        ),
     )

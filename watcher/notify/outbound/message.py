@@ -14,6 +14,8 @@ from enum import StrEnum
 from typing import Literal
 from urllib.parse import quote
 
+from watcher.incidents.lifecycle import IncidentView
+from watcher.incidents.lifecycle import available_actions as lifecycle_actions
 from watcher.model import IncidentStatus, RollbackStatus, Severity, Signal
 
 
@@ -35,6 +37,16 @@ class TimelineEntry:
     actor: str  # "watcher", a Slack user id, or a CLI user
     kind: str  # the audit event's kind, e.g. "rollback_succeeded"
     text: str
+
+
+@dataclass(frozen=True)
+class FindingFact:
+    """Another rule of the incident: one that fired on the same version, or settling evidence."""
+
+    rule_id: str
+    value: float | None
+    threshold: float
+    settling: bool  # breached on a window that still held the version rolled away from
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class IncidentFacts:
     silenced_until: datetime | None
     undone_by: str | None
     timeline: tuple[TimelineEntry, ...]
+    findings: tuple[FindingFact, ...] = ()  # the rules besides the one that opened it
 
 
 class ButtonAction(StrEnum):
@@ -149,18 +162,6 @@ STATUS_LABELS = {
     IncidentStatus.RESOLVED: "Resolved",
 }
 
-# After a rollback succeeded, these are the states in which going back still makes sense: the
-# incident is not over, and nobody has undone it yet.
-_UNDOABLE = frozenset(
-    {
-        IncidentStatus.VERIFYING,
-        IncidentStatus.MITIGATED,
-        IncidentStatus.ESCALATED,
-        IncidentStatus.ACKNOWLEDGED,
-        IncidentStatus.SILENCED,
-    }
-)
-
 # Plain words for the safety policy's reasons; an unknown reason is shown as its own value.
 _REASONS = {
     "approval_required": "the rule asks for approval before a rollback",
@@ -177,28 +178,18 @@ _TOP_DRIFT_COLUMNS = 5
 
 
 def available_actions(facts: IncidentFacts, now: datetime) -> tuple[ButtonAction, ...]:
-    """The buttons that make sense for this incident at `now`, in display order."""
-    if facts.status is IncidentStatus.RESOLVED:
-        return ()
-    actions: list[ButtonAction] = []
-    if facts.status is IncidentStatus.AWAITING_APPROVAL:
-        actions.append(ButtonAction.ROLLBACK)
-    if _is_undoable(facts):
-        actions.append(ButtonAction.UNDO)
-    if facts.acknowledged_by is None and facts.status is not IncidentStatus.ACKNOWLEDGED:
-        actions.append(ButtonAction.ACK)
-    if not is_silenced(facts, now):
-        actions.append(ButtonAction.SILENCE)
-    return tuple(actions)
-
-
-def _is_undoable(facts: IncidentFacts) -> bool:
-    return (
-        facts.status in _UNDOABLE
-        and facts.rolled_back_from is not None
-        and facts.rollback_status is RollbackStatus.SUCCEEDED
-        and facts.undone_by is None
+    """The buttons that make sense for this incident at `now`, in display order: the incident
+    lifecycle decides, so a button is shown exactly while its press would act."""
+    view = IncidentView(
+        status=facts.status,
+        resolved=facts.resolved_at is not None,
+        rollback_status=facts.rollback_status,
+        rolled_back_from=facts.rolled_back_from,
+        undone=facts.undone_by is not None,
+        acknowledged=facts.acknowledged_by is not None,
+        silenced=is_silenced(facts, now),
     )
+    return tuple(ButtonAction(action.value) for action in lifecycle_actions(view))
 
 
 def is_silenced(facts: IncidentFacts, now: datetime) -> bool:
@@ -353,7 +344,16 @@ def evidence(facts: IncidentFacts) -> tuple[Text, ...]:
         lines.append((Code(column.name), f" {score}, {column.method}"))
     if facts.report_url:
         lines.append((Link("Drift report", facts.report_url),))
+    lines += [_finding_line(facts, finding) for finding in facts.findings]
     return tuple(lines)
+
+
+def _finding_line(facts: IncidentFacts, finding: FindingFact) -> Text:
+    shown = "no value" if finding.value is None else significant(finding.value, 4)
+    said = f"{shown} (threshold {significant(finding.threshold, 4)})"
+    if finding.settling:
+        return ("Also breached on a window still holding this version: ", Code(finding.rule_id), f" {said}")
+    return ("Also fired on this version: ", Code(finding.rule_id), f" {said}")
 
 
 def prometheus_graph_url(prometheus_url: str | None, query: str) -> str | None:

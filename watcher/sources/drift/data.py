@@ -127,15 +127,21 @@ def _file_error(path: Path, error: Exception) -> SourceError:
 
 
 def window_for(ref: SqlRef, at: datetime) -> TimeWindow | None:
-    return TimeWindow(start=at - ref.window, end=at) if ref.window is not None else None
+    if ref.window is None:
+        return None
+    start = at - ref.window
+    if ref.not_before is not None:
+        start = max(start, ref.not_before)  # a young version's window starts when it went live
+    return TimeWindow(start=start, end=at)
 
 
-def query_parameters(ref: SqlRef, at: datetime) -> dict[str, datetime]:
-    """:window_end is always the evaluation time; :window_start only when the query has a window."""
+def query_parameters(ref: SqlRef, at: datetime) -> dict[str, datetime | str | None]:
+    """:window_end is always the evaluation time; :window_start only when the query has a window;
+    :version is the live version of the rule's target."""
     window = window_for(ref, at)
     if window is None:
-        return {"window_end": at}
-    return {"window_start": window.start, "window_end": window.end}
+        return {"window_end": at, "version": ref.version}
+    return {"window_start": window.start, "window_end": window.end, "version": ref.version}
 
 
 _engines: dict[tuple[str, float], Engine] = {}
@@ -177,7 +183,10 @@ def read_query(ref: SqlRef, at: datetime, timeout: timedelta) -> pd.DataFrame | 
     deadline = time.monotonic() + timeout.total_seconds()
     try:
         with engine.connect() as connection, _bounded(connection, timeout, deadline):
-            result = connection.execute(sa.text(ref.query), query_parameters(ref, at))
+            statement = sa.text(ref.query)
+            used = statement.compile().params
+            bound = {name: value for name, value in query_parameters(ref, at).items() if name in used}
+            result = connection.execute(statement, bound)
             names = [str(name) for name in result.keys()]  # noqa: SIM118 (a Result, not a dict)
             rows = result.fetchall()
     except sa.exc.DBAPIError as error:

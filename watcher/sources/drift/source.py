@@ -41,11 +41,13 @@ the first evaluation, Evidently only by render_report.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watcher.model import DriftMethod, Measurement, NoData, SourceError
+from watcher.sources.base import NO_SCOPE, QueryScope
 from watcher.sources.drift.spec import DriftSpec, SqlRef
 
 if TYPE_CHECKING:
@@ -79,10 +81,18 @@ class DriftSource:
         # None: the process-wide cache, so rules (and rebuilt sources) share a reference.
         self._cache = cache
 
-    def measure(self, at: datetime) -> Measurement:
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
         from watcher.sources.drift import run as drift_run
 
-        return drift_run.measure(self.spec, _utc(at), self._reference_cache())
+        return drift_run.measure(self._scoped(scope), _utc(at), self._reference_cache())
+
+    def _scoped(self, scope: QueryScope) -> DriftSpec:
+        """The spec with the current data scoped to the live version (the reference stays as is)."""
+        current = self.spec.current
+        if not isinstance(current, SqlRef) or scope == NO_SCOPE:
+            return self.spec
+        scoped = replace(current, version=scope.version, not_before=scope.live_since)
+        return replace(self.spec, current=scoped)
 
     def render_report(self, at: datetime) -> str | NoData | SourceError:
         """Evidently's HTML drift report for the data `measure(at)` compares, or why there is none."""

@@ -7,7 +7,7 @@ the source that calls them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from watcher.model import DriftMethod
@@ -20,6 +20,10 @@ class SqlRef:
     url: str
     query: str
     window: timedelta | None = None
+    # Scoped per evaluation (see sources.base.QueryScope): bound as :version, and the earliest
+    # :window_start (when the live version went live).
+    version: str | None = None
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True)
