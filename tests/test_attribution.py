@@ -77,7 +77,9 @@ def test_sql_and_drift_window_start_is_clipped_to_when_the_version_went_live() -
     assert clipped_window_start(T0 - timedelta(hours=6), first) == T0 - timedelta(hours=6)
 
 
-POLICY = RulePolicy(for_=2 * MIN, keep_firing_for=timedelta(0), on_no_data=NoDataPolicy.KEEP, above=0.05, below=None)
+POLICY = RulePolicy(
+    for_=2 * MIN, keep_firing_for=timedelta(0), on_no_data=NoDataPolicy.KEEP, above=0.05, below=None
+)
 BREACH = Value(0.2)
 OK = Value(0.01)
 

@@ -43,7 +43,10 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def h(tmp_path: Path, registry_template: Path) -> Iterator[Harness]:
     workspace = make_workspace(
-        tmp_path / "ws", registry_template, f"sqlite:///{tmp_path / 'w.db'}", rules=DEFAULT_RULES + SECOND_RULE
+        tmp_path / "ws",
+        registry_template,
+        f"sqlite:///{tmp_path / 'w.db'}",
+        rules=DEFAULT_RULES + SECOND_RULE,
     )
     harness = Harness(workspace)
     set_latency(harness, 0.1)
@@ -130,7 +133,9 @@ def test_verification_waits_for_a_clean_window_then_mitigates(h: Harness) -> Non
     assert incident.resolved_at is not None  # every rule of it is inactive
 
 
-def test_a_rule_still_breaching_on_the_restored_version_escalates_without_a_second_rollback(h: Harness) -> None:
+def test_a_rule_still_breaching_on_the_restored_version_escalates_without_a_second_rollback(
+    h: Harness,
+) -> None:
     h.workspace.set_value(0.2)
     h.tick(T0)
     h.tick(T0 + timedelta(minutes=2))

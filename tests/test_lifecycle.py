@@ -23,8 +23,22 @@ RESOLVED = IncidentView(IncidentStatus.RESOLVED, resolved=True)
 @pytest.mark.parametrize(
     ("incident", "event", "status", "audit", "moved", "resolves"),
     [
-        (OPEN, Event.ROLLBACK_DECIDED, IncidentStatus.ROLLING_BACK, AuditKind.ROLLBACK_REQUESTED, True, False),
-        (OPEN, Event.APPROVAL_DECIDED, IncidentStatus.AWAITING_APPROVAL, AuditKind.APPROVAL_REQUESTED, True, False),
+        (
+            OPEN,
+            Event.ROLLBACK_DECIDED,
+            IncidentStatus.ROLLING_BACK,
+            AuditKind.ROLLBACK_REQUESTED,
+            True,
+            False,
+        ),
+        (
+            OPEN,
+            Event.APPROVAL_DECIDED,
+            IncidentStatus.AWAITING_APPROVAL,
+            AuditKind.APPROVAL_REQUESTED,
+            True,
+            False,
+        ),
         (OPEN, Event.NOTIFY_DECIDED, None, AuditKind.NOTIFIED, True, False),
         # At most one rollback per incident.
         (VERIFYING, Event.ROLLBACK_DECIDED, None, AuditKind.NOTIFIED, False, False),
@@ -33,7 +47,14 @@ RESOLVED = IncidentView(IncidentStatus.RESOLVED, resolved=True)
         (VERIFYING, Event.SETTLING_EVIDENCE, None, AuditKind.SETTLING_EVIDENCE, True, False),
         (AWAITING, Event.APPROVED, IncidentStatus.ROLLING_BACK, AuditKind.APPROVED, True, False),
         (OPEN, Event.APPROVED, None, AuditKind.PRESS_REFUSED, False, False),
-        (ROLLING, Event.ROLLBACK_SUCCEEDED, IncidentStatus.VERIFYING, AuditKind.ROLLBACK_SUCCEEDED, True, False),
+        (
+            ROLLING,
+            Event.ROLLBACK_SUCCEEDED,
+            IncidentStatus.VERIFYING,
+            AuditKind.ROLLBACK_SUCCEEDED,
+            True,
+            False,
+        ),
         (ROLLING, Event.ROLLBACK_FAILED, IncidentStatus.ESCALATED, AuditKind.ROLLBACK_FAILED, True, False),
         (VERIFYING, Event.VERIFIED, IncidentStatus.MITIGATED, AuditKind.ROLLBACK_VERIFIED, True, False),
         (VERIFYING, Event.STILL_BREACHING, IncidentStatus.ESCALATED, AuditKind.ESCALATED, True, False),
@@ -41,7 +62,14 @@ RESOLVED = IncidentView(IncidentStatus.RESOLVED, resolved=True)
         (VERIFYING, Event.VERIFY_INCONCLUSIVE, None, AuditKind.VERIFICATION_INCONCLUSIVE, True, False),
         # Every rule inactive: resolved, unless a rollback's verdict is still to come.
         (OPEN, Event.ALL_RULES_INACTIVE, IncidentStatus.RESOLVED, AuditKind.INCIDENT_RESOLVED, True, True),
-        (MITIGATED, Event.ALL_RULES_INACTIVE, IncidentStatus.MITIGATED, AuditKind.INCIDENT_RESOLVED, True, True),
+        (
+            MITIGATED,
+            Event.ALL_RULES_INACTIVE,
+            IncidentStatus.MITIGATED,
+            AuditKind.INCIDENT_RESOLVED,
+            True,
+            True,
+        ),
         (VERIFYING, Event.ALL_RULES_INACTIVE, None, AuditKind.RULE_RECOVERED, False, False),
         (ROLLING, Event.ALL_RULES_INACTIVE, None, AuditKind.RULE_RECOVERED, False, False),
         (RESOLVED, Event.ALL_RULES_INACTIVE, None, AuditKind.INCIDENT_RESOLVED, False, False),

@@ -76,9 +76,7 @@ def attribute(
         previous = history[-1] if history else None
         if previous is None:
             return Attribution(AttributionKind.ATTRIBUTED, live, None, window_start)
-        return Attribution(
-            AttributionKind.SETTLING, live, previous.last_seen, window_start, previous.version
-        )
+        return Attribution(AttributionKind.SETTLING, live, previous.last_seen, window_start, previous.version)
     since = went_live_at(history, live)
     if since is None or since <= window_start:
         return Attribution(AttributionKind.ATTRIBUTED, live, since, window_start)

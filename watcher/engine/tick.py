@@ -213,7 +213,9 @@ class Engine:
         self._log(rule.id, measurement, transition)
         return TickResult(rule.id, measurement, transition, opened, seconds, attribution)
 
-    def _record_new_version(self, runtime: RuntimeRule, live: str | None, now: datetime) -> Attribution | None:
+    def _record_new_version(
+        self, runtime: RuntimeRule, live: str | None, now: datetime
+    ) -> Attribution | None:
         target = runtime.rule.target
         if target is not None and live is not None and not self.dry_run:
             with self.store.transaction() as tx:
@@ -321,9 +323,10 @@ class Engine:
                 opened = incident_flow.fire(tx, rule, transition, measurement, context, now)
                 joined = opened is None
             if transition.reason is TransitionReason.SETTLING and attribution is not None:
-                joined = incident_flow.settling_evidence(
-                    tx, rule, transition, measurement, attribution, now
-                ) is not None
+                joined = (
+                    incident_flow.settling_evidence(tx, rule, transition, measurement, attribution, now)
+                    is not None
+                )
             if transition.became_unhealthy:
                 message = measurement.message if isinstance(measurement, SourceError) else "unknown"
                 incident_flow.record_unhealthy(tx, rule, message, now)

@@ -89,9 +89,7 @@ def summary_for(rule: Rule, value: float | None, samples: float | None) -> str:
     return f"{rule.id}: {rule.signal.value} {shown} {comparison} {rule.threshold:g}"
 
 
-def audit(
-    tx: Tx, kind: AuditKind, now: datetime, incident: int | None, rule: Rule | None, **kw: Any
-) -> None:
+def audit(tx: Tx, kind: AuditKind, now: datetime, incident: int | None, rule: Rule | None, **kw: Any) -> None:
     tx.append_audit(
         AuditEvent(
             at=now,
@@ -155,7 +153,12 @@ def fire(
 
 
 def _finding(
-    rule: Rule, incident_id: int, kind: FindingKind, transition: Transition, evidence: dict[str, Any], now: datetime
+    rule: Rule,
+    incident_id: int,
+    kind: FindingKind,
+    transition: Transition,
+    evidence: dict[str, Any],
+    now: datetime,
 ) -> NewFinding:
     return NewFinding(
         incident_id=incident_id,
@@ -190,7 +193,8 @@ def _open(
         )
     )
     tx.add_finding(
-        _finding(rule, incident_id, FindingKind.OPENED, transition, evidence, now), above=rule.above is not None
+        _finding(rule, incident_id, FindingKind.OPENED, transition, evidence, now),
+        above=rule.above is not None,
     )
     audit(
         tx,
@@ -223,7 +227,8 @@ def _join(
 ) -> None:
     evidence = evidence_for(rule, transition, measurement, now)
     new = tx.add_finding(
-        _finding(rule, incident_id, FindingKind.JOINED, transition, evidence, now), above=rule.above is not None
+        _finding(rule, incident_id, FindingKind.JOINED, transition, evidence, now),
+        above=rule.above is not None,
     )
     incident = tx.incident(incident_id)
     assert incident is not None
@@ -329,7 +334,9 @@ def apply_decision(
     if quiet_if_notify:
         return None
     # Nothing is proposed: naming a rollback target here would read as an offer.
-    tx.update_incident(incident.id, now, decision_reason=decision.reason.value, decision_detail=decision.detail)
+    tx.update_incident(
+        incident.id, now, decision_reason=decision.reason.value, decision_detail=decision.detail
+    )
     audit(tx, AuditKind.NOTIFIED, now, incident.id, rule, reason=decision.reason.value, why=decision.detail)
     return f"No rollback: {decision.detail}"
 

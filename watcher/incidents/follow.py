@@ -117,7 +117,9 @@ def _escalate(tx: Tx, rule: Rule, incident: IncidentRecord, outcome: Outcome, no
         incident.id, now, expect_status=[IncidentStatus.VERIFYING], status=step.status, verify_due_at=None
     )
     tx.set_finding_verdict(incident.id, rule.id, outcome.value)
-    audit(tx, step.audit, now, incident.id, rule, outcome=outcome.value, verdict=VerifyVerdict.ESCALATED.value)
+    audit(
+        tx, step.audit, now, incident.id, rule, outcome=outcome.value, verdict=VerifyVerdict.ESCALATED.value
+    )
     notify_incident(
         tx,
         incident.id,

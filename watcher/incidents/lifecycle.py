@@ -202,7 +202,9 @@ def _all_inactive(incident: IncidentView) -> Step:
     if incident.status in _BUSY:
         # A rollback under way or being verified keeps its verdict to come.
         return _refuse(AuditKind.RULE_RECOVERED, "a rollback is under way or being verified")
-    final = IncidentStatus.MITIGATED if incident.status is IncidentStatus.MITIGATED else IncidentStatus.RESOLVED
+    final = (
+        IncidentStatus.MITIGATED if incident.status is IncidentStatus.MITIGATED else IncidentStatus.RESOLVED
+    )
     return Step(final, AuditKind.INCIDENT_RESOLVED, resolves=True)
 
 
