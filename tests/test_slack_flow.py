@@ -22,6 +22,7 @@ from watcher.http.context import HttpContext
 from watcher.http.serve import HttpServer
 from watcher.metrics import Metrics
 from watcher.model import IncidentStatus
+from watcher.notify.inbound.build import build_slack_inbound
 from watcher.notify.outbound.outbox import build_outbox_worker
 
 pytestmark = pytest.mark.integration
@@ -53,14 +54,15 @@ class SlackRig:
         self.h = harness
         self.slack = slack
         worker = build_outbox_worker(harness.config, harness.store, "test-replica")
-        assert worker is not None and worker.actions is not None
+        inbound = build_slack_inbound(harness.config, harness.store)
+        assert worker is not None and inbound is not None
         self.outbox = worker
         context = HttpContext(
             store=harness.store,
             metrics=Metrics(),
             loop_alive=lambda: True,
             ready=lambda: (True, "ok"),
-            slack_handler=worker.slack_actions,
+            slack_handler=inbound.handle_http,
         )
         self.http = HttpServer("127.0.0.1", 0, context)
         self.http.start()

@@ -42,6 +42,7 @@ from watcher.store.repository import Store
 from watcher.targets import TargetRegistry
 
 if TYPE_CHECKING:
+    from watcher.notify.inbound.actions import SlackActions
     from watcher.notify.outbound.outbox import OutboxWorker
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,14 @@ class Daemon:
             self.store, self.targets, self.replica, config.safety.verify_after, self.metrics
         )
         self.outbox: OutboxWorker | None = None
+        self.slack_inbound: SlackActions | None = None
         if config.slack is not None:  # the Slack client is imported only when Slack is configured
+            from watcher.notify.inbound.build import build_slack_inbound
             from watcher.notify.outbound.outbox import build_outbox_worker
 
             self.outbox = build_outbox_worker(config, self.store, self.replica)
+            # Presses come in apart from what goes out: the inbound side is built here.
+            self.slack_inbound = build_slack_inbound(config, self.store)
             if self.outbox is not None:
                 self.outbox.metrics = self.metrics
         self.scheduler = BackgroundScheduler(
@@ -203,7 +208,7 @@ class Daemon:
         from watcher.http.context import HttpContext
         from watcher.http.serve import HttpServer
 
-        slack_handler = self.outbox.slack_actions if self.outbox is not None else None
+        slack_handler = self.slack_inbound.handle_http if self.slack_inbound is not None else None
         context = HttpContext(
             store=self.store,
             metrics=self.metrics,
@@ -221,12 +226,12 @@ class Daemon:
     def _start_socket_mode(self) -> None:
         """Button presses over Socket Mode when slack.app_token is set (no public endpoint needed)."""
         slack = self.config.slack
-        if slack is None or slack.app_token is None or self.outbox is None or self.outbox.actions is None:
+        if slack is None or slack.app_token is None or self.slack_inbound is None:
             return
         from watcher.notify.inbound.interactions import ButtonPress, SocketModeReceiver, start_socket_mode
         from watcher.notify.outbound.slack_client import SendFailed
 
-        actions = self.outbox.actions
+        actions = self.slack_inbound
 
         def on_press(press: ButtonPress) -> None:
             actions.handle_press(press, utc_now())

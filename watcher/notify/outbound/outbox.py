@@ -32,7 +32,6 @@ from watcher.store.repository import Store
 
 if TYPE_CHECKING:
     from watcher.metrics import Metrics
-    from watcher.notify.inbound.actions import SlackActions
     from watcher.rules.config import WatcherConfig
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,6 @@ class OutboxWorker:
         *,
         prometheus_url: str | None,
         http_base_url: str | None,
-        actions: SlackActions | None = None,
         charts: ChartPoster | None = None,
     ) -> None:
         self.store = store
@@ -66,7 +64,6 @@ class OutboxWorker:
         self.holder = holder
         self.prometheus_url = prometheus_url
         self.http_base_url = http_base_url
-        self.actions = actions
         self.charts = charts  # the chart PNG in the incident's thread
         self.metrics: Metrics | None = None  # set by the daemon: fenced writes refused are counted
         self._db_notice_sent = False
@@ -86,11 +83,6 @@ class OutboxWorker:
             if self.charts is not None:
                 self.charts.after_sent(message, now)
         return delivered
-
-    def slack_actions(self, headers: Any, raw_body: bytes) -> tuple[int, dict[str, Any] | bytes]:
-        if self.actions is None:
-            return 404, {"error": "slack interactions are not configured"}
-        return self.actions.handle_http(headers, raw_body)
 
     def _deliver(self, message: OutboxMessage, now: datetime) -> bool:
         # Slack has no conditional write: re-check the claim right before sending, so a worker
@@ -213,18 +205,8 @@ class OutboxWorker:
 def build_outbox_worker(config: WatcherConfig, store: Store, holder: str) -> OutboxWorker | None:
     if config.slack is None:
         return None
-    from watcher.notify.inbound.actions import SlackActions
-
     client = SlackClient(
         config.slack.token.get_secret_value(), api_url=config.slack.api_url, timeout=config.evaluation.timeout
-    )
-    actions = SlackActions(
-        store,
-        client,
-        config.slack.signing_secret.get_secret_value(),
-        list(config.slack.approvers),
-        prometheus_url=_prom_url(config),
-        http_base_url=config.http.base_url,
     )
     return OutboxWorker(
         store,
@@ -233,7 +215,6 @@ def build_outbox_worker(config: WatcherConfig, store: Store, holder: str) -> Out
         holder,
         prometheus_url=_prom_url(config),
         http_base_url=config.http.base_url,
-        actions=actions,
         charts=build_chart_poster(config, store),
     )
 
