@@ -51,6 +51,7 @@ def uvicorn_config(app: Starlette, limits: Limits) -> uvicorn.Config:
         lifespan="off",
         interface="asgi3",
         log_config=None,  # the daemon's logging stays as set up; uvicorn's loggers propagate to it
+        log_level="warning",  # uvicorn's start and stop lines repeat what watcher.http says
         access_log=False,  # requests are logged by the app, without query strings
         proxy_headers=False,  # nothing here trusts X-Forwarded-*
         server_header=False,
