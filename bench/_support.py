@@ -29,8 +29,9 @@ from string import Template
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from watcher.rules.promql import ParsedQuery, parse_query, render
 from watcher.ruletest.prometheus import LocalPrometheus, free_port
-from watcher.sources.prometheus_batch import BATCH_LABEL
+from watcher.sources.prometheus_batch import BATCH_LABEL_PREFIX
 
 WATCHER = Path(sys.executable).parent / "watcher"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -299,7 +300,8 @@ class LoggedQuery:
     rules: int = 1  # rule evaluations it answers (watcher batches a rule file's queries)
 
 
-_ARM = re.compile(r'label_replace\(\(\n(.*?)\n\), "' + BATCH_LABEL + '"', re.DOTALL)
+# The label's name is drawn at random by each watcher process: only its prefix is known here.
+_ARM = re.compile(r'label_replace\(\(\n(.*?)\n\), "' + BATCH_LABEL_PREFIX + r'\w*"', re.DOTALL)
 
 
 def arms(query: str) -> list[str]:
@@ -408,8 +410,14 @@ def rule_specs(models: int, per_model: int, *, shared: bool = False) -> list[Rul
 
 
 def query_uses(rules: Sequence[RuleSpec]) -> dict[str, int]:
-    """How many rules ask each query."""
-    return dict(Counter(rule.query for rule in rules))
+    """How many rules ask each query, by the text watcher sends: the query re-printed from its tree."""
+    return dict(Counter(_as_sent(rule.query) for rule in rules))
+
+
+def _as_sent(query: str) -> str:
+    parsed = parse_query(query)
+    text = render(parsed, None) if isinstance(parsed, ParsedQuery) else query
+    return text if isinstance(text, str) else query
 
 
 def _by_model(rules: Sequence[RuleSpec]) -> dict[str, list[RuleSpec]]:
