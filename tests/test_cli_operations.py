@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 
 from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
+from watcher import cli
 from watcher.store.database import open_engine
 from watcher.store.repository import Store
 
@@ -52,6 +55,9 @@ def test_eval_prints_value_and_acts_on_nothing(ws: Workspace, tmp_path: Path) ->
     assert ws.champion() == "3"
     as_json = json.loads(watcher(ws, "eval", "fraud-detector/error-rate", "--json").stdout)
     assert as_json["value"] == 0.2 and as_json["outcome"] == "breach"
+    # The live version it speaks for: never recorded before, so live since before watcher looked.
+    assert as_json["version"]["live"] == "3" and as_json["version"]["attribution"] == "attributed"
+    assert "version: 3 (attributed)" in lines
     ws.break_source()
     failed = watcher(ws, "eval", "fraud-detector/error-rate")
     assert failed.stdout.splitlines()[0] == "value: none" and "outcome: error" in failed.stdout
@@ -102,6 +108,34 @@ def test_manual_rollback_pause_and_resume_are_audited(ws: Workspace) -> None:
     finally:
         engine.dispose()
     assert all(actor.startswith("cli:") for actor in actors)
+
+
+@pytest.mark.parametrize(
+    ("minutes_later", "reason", "champion"), [(29, "cooldown", "2"), (31, "auto_rollback", "1")]
+)
+def test_a_command_line_rollback_holds_automatic_ones_for_the_cooldown(
+    ws: Workspace, minutes_later: int, reason: str, champion: str
+) -> None:
+    """The commands read the wall clock; the 30-minute cooldown runs from the manual rollback.
+
+    In process, so that the clock both commands read can be moved (it ticks on from where it is
+    put: the adapter's waits still pass).
+    """
+    rolled_back_at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    config = ["--config", str(ws.config_path)]
+    with freeze_time(rolled_back_at, tick=True, real_asyncio=True) as clock:
+        assert cli.main(["rollback", "fraud-prod", "--reason", "bad canary", *config]) == 0
+        assert ws.champion() == "2"
+        clock.move_to(rolled_back_at + timedelta(minutes=minutes_later))
+        ws.set_value(0.2)
+        assert cli.main(["run", "--once", *config]) == 0
+    engine = open_engine(ws.config().database)
+    try:
+        [incident] = Store(engine).incidents()
+    finally:
+        engine.dispose()
+    assert incident.decision_reason == reason
+    assert ws.champion() == champion
 
 
 def test_drill_rolls_back_and_forward_and_leaves_the_target_as_found(ws: Workspace) -> None:

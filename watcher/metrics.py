@@ -40,6 +40,7 @@ class _RuleSeries:
     states: dict[RuleState, Any]
     unhealthy: Any
     missed: Any
+    settling: Any
     state: RuleState = RuleState.INACTIVE
 
 
@@ -77,6 +78,12 @@ class Metrics:
         self._unhealthy = Gauge(
             "watcher_rule_unhealthy",
             "1 while the rule's source keeps failing (4 errors in a row), else 0.",
+            ["rule"],
+            registry=self.registry,
+        )
+        self._settling = Gauge(
+            "watcher_rule_settling",
+            "1 while the rule's window spans a version change: its breaches count against no version.",
             ["rule"],
             registry=self.registry,
         )
@@ -146,6 +153,7 @@ class Metrics:
                 gauge.set(1 if state is current else 0)
             series.state = current
         series.unhealthy.set(1 if transition.current.unhealthy else 0)
+        series.settling.set(1 if transition.current.settling else 0)
 
     def missed_run(self, rule_id: str) -> None:
         self._rule(rule_id).missed.inc()
@@ -164,6 +172,7 @@ class Metrics:
                 self._state.remove(rule_id, state.value)
             self._missed.remove(rule_id)
             self._unhealthy.remove(rule_id)
+            self._settling.remove(rule_id)
             self._last_evaluation_seconds.remove(rule_id)
 
     def _rule(self, rule_id: str) -> _RuleSeries:
@@ -181,6 +190,7 @@ class Metrics:
                     states={s: self._state.labels(rule=rule_id, state=s.value) for s in RuleState},
                     unhealthy=self._unhealthy.labels(rule=rule_id),
                     missed=self._missed.labels(rule=rule_id),
+                    settling=self._settling.labels(rule=rule_id),
                 )
                 series.states[RuleState.INACTIVE].set(1)
                 self._rules[rule_id] = series

@@ -20,6 +20,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('rule_states') as batch:
         batch.add_column(sa.Column('version', sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column('settling', sa.Boolean(), server_default=sa.text('false'), nullable=False))
     op.drop_index('uq_incidents_open_rule', table_name='incidents')
     op.create_index('ix_incidents_target_version', 'incidents', ['target', 'live_version'])
     op.create_table(
@@ -67,4 +68,5 @@ def downgrade() -> None:
         postgresql_where=sa.text('resolved_at IS NULL'),
     )
     with op.batch_alter_table('rule_states') as batch:
+        batch.drop_column('settling')
         batch.drop_column('version')

@@ -77,11 +77,6 @@ def _number(value: float | None) -> float | None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from watcher.decisions.evaluation import RuleStatus, step
-    from watcher.engine.bind import build_runtime_rules
-    from watcher.model import NoData, SourceError, Value
-    from watcher.rules.rulefmt import load_rules
-
     config = load_or_report(args)
     if isinstance(config, int):
         return config
@@ -90,20 +85,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"watcher eval: --at {args.at!r} is not a time (RFC 3339 or unix seconds)", file=sys.stderr)
         return EXIT_USAGE
+    runtime = _runtime_rule(config, args.rule_id)
+    if runtime is None:
+        return EXIT_FINDINGS
+    report = _evaluate(config, runtime, at)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    return EXIT_OK
+
+
+def _runtime_rule(config: Any, rule_id: str) -> Any:
+    """The rule bound to its source, or None (with the reason printed)."""
+    from watcher.engine.bind import build_runtime_rules
+    from watcher.rules.rulefmt import load_rules
+
     rules = load_rules(config)
-    rule = rules.rules.get(args.rule_id)
+    rule = rules.rules.get(rule_id)
     if rule is None:
         for finding in rules.findings:
             print(finding, file=sys.stderr)
-        print(
-            f"watcher eval: no rule {args.rule_id!r} (known: {', '.join(sorted(rules.rules)) or 'none'})",
-            file=sys.stderr,
-        )
-        return EXIT_FINDINGS
-    runtime = build_runtime_rules({rule.id: rule}, config)[rule.id]
+        known = ", ".join(sorted(rules.rules)) or "none"
+        print(f"watcher eval: no rule {rule_id!r} (known: {known})", file=sys.stderr)
+        return None
+    return build_runtime_rules({rule.id: rule}, config)[rule.id]
+
+
+def _evaluate(config: Any, runtime: Any, at: datetime) -> dict[str, Any]:
+    """Evaluate as the engine would (attributed, scoped to the live version), acting on nothing."""
+    from watcher.decisions.evaluation import RuleStatus, step
+    from watcher.engine.tick import scope_of
+    from watcher.model import NoData, SourceError, Value
+    from watcher.sources.base import measure_together
+
+    rule = runtime.rule
     previous = _stored_status(config.database, rule.id, rule.state_hash) or RuleStatus()
-    measurement = runtime.source.measure(at)
-    transition = step(previous, measurement, runtime.policy, at)
+    attribution = _attribution(config, runtime, at)
+    [measurement] = measure_together([runtime.source], at, [scope_of(attribution)])
+    transition = step(previous, measurement, runtime.policy, at, attribution)
     value = measurement.value if isinstance(measurement, Value) else None
     samples = measurement.samples if isinstance(measurement, Value) else None
     report: dict[str, Any] = {
@@ -117,6 +137,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "to": transition.current.state.value,
             "reason": transition.reason.value,
         },
+        "version": _version_report(attribution),
     }
     if isinstance(measurement, SourceError):
         report["error"] = {
@@ -126,30 +147,71 @@ def cmd_eval(args: argparse.Namespace) -> int:
         }
     if isinstance(measurement, NoData):
         report["no_data"] = measurement.reason
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return EXIT_OK
+    return report
+
+
+def _attribution(config: Any, runtime: Any, at: datetime) -> Any:
+    """Which version the window speaks for, from watcher's records (read-only) and the target."""
+    from watcher.decisions.attribution import attribute
+    from watcher.targets import TargetRegistry
+
+    target = runtime.rule.target
+    if target is None:
+        return None
+    live = TargetRegistry(config.targets, config.base_dir).live_version(target)
+    return attribute(_stored_history(config.database, target), live, runtime.lookback, at)
+
+
+def _version_report(attribution: Any) -> dict[str, Any] | None:
+    if attribution is None:
+        return None
+    clean_at = attribution.live_since if attribution.settling else None
+    return {
+        "live": attribution.version,
+        "attribution": attribution.kind.value,
+        "live_since": attribution.live_since.isoformat() if attribution.live_since else None,
+        "window_holds": attribution.previous_version if attribution.settling else None,
+        "window_start": attribution.window_start.isoformat(),
+        "clean_from": clean_at.isoformat() if clean_at else None,
+    }
+
+
+def _print_report(report: dict[str, Any]) -> None:
     print(f"value: {'none' if report['value'] is None else repr(report['value'])}")
     print(f"samples: {'none' if report['samples'] is None else repr(report['samples'])}")
     print(f"outcome: {report['outcome']}")
     t = report["transition"]
     print(f"transition: {t['from']} -> {t['to']} ({t['reason']})")
+    version = report["version"]
+    if version is not None and version["attribution"] == "settling":
+        print(
+            f"version: {version['live']} (settling: the window still holds {version['window_holds']}, "
+            f"went live {version['live_since']})"
+        )
+    elif version is not None:
+        print(f"version: {version['live'] or 'unknown'} ({version['attribution']})")
     if "error" in report:
         print(f"error: {report['error']['kind']}: {report['error']['message']}")
     if "no_data" in report:
         print(f"no data: {report['no_data']}")
-    return EXIT_OK
+
+
+def _database_exists(database: str) -> bool:
+    """False for a SQLite file that is not there: eval never creates a database to look into."""
+    from sqlalchemy.engine import make_url
+
+    from watcher.store.database import is_sqlite
+
+    sqlite_file = make_url(database).database if is_sqlite(database) else None
+    return sqlite_file is None or (sqlite_file not in ("", ":memory:") and Path(sqlite_file).exists())
 
 
 def _stored_status(database: str, rule_id: str, state_hash: str) -> Any:
     """The rule's persisted state, read-only, if the database has one (eval changes nothing)."""
-    from sqlalchemy.engine import make_url
-
-    from watcher.store.database import is_sqlite, open_engine
+    from watcher.store.database import open_engine
     from watcher.store.repository import Store
 
-    sqlite_file = make_url(database).database if is_sqlite(database) else None
-    if sqlite_file is not None and (sqlite_file in ("", ":memory:") or not Path(sqlite_file).exists()):
+    if not _database_exists(database):
         return None  # never create a database just to look into it
     try:
         engine = open_engine(database)
@@ -162,3 +224,20 @@ def _stored_status(database: str, rule_id: str, state_hash: str) -> Any:
     if stored is None or stored.state_hash != state_hash:
         return None
     return stored.status
+
+
+def _stored_history(database: str, target: str) -> list[Any]:
+    """The target's recorded version history, read-only ([] without a database or records)."""
+    from watcher.store.database import open_engine
+    from watcher.store.repository import Store
+
+    if not _database_exists(database):
+        return []
+    try:
+        engine = open_engine(database)
+        try:
+            return Store(engine).sightings(target)
+        finally:
+            engine.dispose()
+    except Exception:  # no database yet, or not migrated: nothing recorded
+        return []

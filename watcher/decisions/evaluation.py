@@ -85,6 +85,7 @@ class RuleStatus:
     unhealthy: bool = False
     fired_on_no_data: bool = False
     version: str | None = None  # the version the current episode counts against (None: inactive)
+    settling: bool = False  # the last evaluation's window spanned a version change
 
 
 class TransitionReason(StrEnum):
@@ -180,7 +181,9 @@ def step(
     last = status.last_evaluated_at
     if last is not None and now < last:
         return Transition(status, observed, outcome, TransitionReason.CLOCK_WENT_BACK, value)
-    observed = replace(observed, last_evaluated_at=now)
+    observed = replace(
+        observed, last_evaluated_at=now, settling=attribution is not None and attribution.settling
+    )
     if _version_changed(status, attribution):
         return Transition(status, _inactive(observed), outcome, TransitionReason.VERSION_CHANGED, value)
     effect = _effect_of(outcome, policy.on_no_data)

@@ -68,6 +68,7 @@ def _status_from_row(row: RowMapping) -> RuleStatus:
         unhealthy=row["unhealthy"],
         fired_on_no_data=row["fired_on_no_data"],
         version=row["version"],
+        settling=row["settling"],
     )
 
 
@@ -161,6 +162,7 @@ class Tx(FindingWrites):
             "fired_on_no_data": status.fired_on_no_data,
             "updated_at": now,
             "version": status.version,
+            "settling": status.settling,
         }
         # One statement built once with bind parameters: this runs on every tick of every rule.
         changed = self.connection.execute(_UPDATE_RULE_STATE, {"key": rule_id, **values}).rowcount

@@ -79,6 +79,7 @@ rule_states = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # The version the current episode counts against: pending time never carries across versions.
     Column("version", String(200)),
+    Column("settling", Boolean, nullable=False, server_default=text("false")),
 )
 
 incidents = Table(
