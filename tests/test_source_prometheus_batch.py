@@ -288,3 +288,13 @@ def test_a_batch_gives_every_rule_exactly_what_its_own_query_gives_alone(
     together = batch.measure_many(group, AT, scopes)
 
     assert together == [source.measure(AT, scope) for source, scope in zip(group, scopes, strict=True)]
+
+
+def test_measure_together_hands_each_batched_source_its_own_version(client: PrometheusClient) -> None:
+    batch = PrometheusBatch(client)
+    query = 'label_replace(vector(1), "v", {{ version }}, "", "")'
+    group = sources(client, batch, query, query)
+
+    measured = measure_together(group, AT, [QueryScope(version="2"), QueryScope(version="3")])
+
+    assert [m.labels for m in measured if isinstance(m, Value)] == [{"v": "2"}, {"v": "3"}]

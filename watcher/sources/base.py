@@ -38,8 +38,11 @@ class Source(Protocol):
 class SourceBatch(Protocol):
     """Measures several sources of one kind together (one request for many queries)."""
 
-    def measure_many(self, sources: Sequence[Any], at: datetime) -> list[Measurement]:
-        """One measurement per source, in order; the same as each source's own `measure(at)`."""
+    def measure_many(
+        self, sources: Sequence[Any], at: datetime, scopes: Sequence[QueryScope] | None = None
+    ) -> list[Measurement]:
+        """One measurement per source, in order; the same as each source's own
+        `measure(at, scope)`."""
         ...
 
 
@@ -58,7 +61,8 @@ def measure_together(
         else:
             batches.setdefault(id(batch), (batch, []))[1].append(index)
     for batch, indexes in batches.values():
-        measured = batch.measure_many([sources[index] for index in indexes], at)
+        batch_scopes = [scopes[index] if scopes is not None else NO_SCOPE for index in indexes]
+        measured = batch.measure_many([sources[index] for index in indexes], at, batch_scopes)
         for index, measurement in zip(indexes, measured, strict=True):
             measurements[index] = measurement
     return [measurement for measurement in measurements if measurement is not None]
