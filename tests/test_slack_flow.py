@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from freezegun import freeze_time
 
 from scenario.fake_slack import BOT_TOKEN, TEAM_ID, FakeSlack, block_actions_payload, sign
 from tests.support.harness import RULE, Harness
@@ -218,23 +219,20 @@ def _snapshot(rig: SlackRig) -> tuple[int, int, str]:
     return len(rig.h.store.audit_events()), len(rig.h.dispatcher.queue.intents()), rig.h.workspace.champion()
 
 
+def _rollback_press_body(incident: int) -> bytes:
+    value = json.dumps({"incident": incident, "action": "rollback"})
+    payload = block_actions_payload(value, "rollback", user=APPROVER)
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
 def test_refused_requests_change_nothing(approve_rig: SlackRig) -> None:
     rig = approve_rig
     incident = rig.fire()
-    body = urlencode(
-        {
-            "payload": json.dumps(
-                block_actions_payload(
-                    json.dumps({"incident": incident, "action": "rollback"}), "rollback", user=APPROVER
-                )
-            )
-        }
-    ).encode()
+    body = _rollback_press_body(incident)
     now = int(time.time())
     unsigned_cases = {
         "no signature": {},
         "wrong signature": sign("not-the-secret", now, body),
-        "stale": sign(SECRET, now - 301, body),
         "non-numeric timestamp": {**sign(SECRET, now, body), "X-Slack-Request-Timestamp": "soon"},
         "tampered body": sign(SECRET, now, body.replace(b"rollback", b"rollbacK", 1)),
     }
@@ -251,6 +249,24 @@ def test_refused_requests_change_nothing(approve_rig: SlackRig) -> None:
     assert rig.h.workspace.champion() == "3" and rig.h.dispatcher.queue.intents() == []
     rig.deliver()
     assert [e["user"] for e in rig.slack.ephemerals] == ["U0STRANGER", APPROVER]  # each told, briefly
+
+
+def test_a_press_signed_more_than_five_minutes_before_it_arrives_is_refused(approve_rig: SlackRig) -> None:
+    """The server reads the wall clock to judge a signature's age; the test moves that clock."""
+    rig = approve_rig
+    incident = rig.fire()
+    body = _rollback_press_body(incident)
+    signed_at = int(time.time())
+    headers = sign(SECRET, signed_at, body)
+    signed = datetime.fromtimestamp(signed_at, UTC)
+    before = _snapshot(rig)
+    with freeze_time(signed + timedelta(minutes=5, seconds=5), tick=True, real_asyncio=True):
+        status, _ = rig.press(incident, "rollback", headers=headers, body=body)
+    assert status == 401 and _snapshot(rig) == before
+    with freeze_time(signed + timedelta(minutes=4, seconds=55), tick=True, real_asyncio=True):
+        status, answer = rig.press(incident, "rollback", headers=headers, body=body)
+    assert status == 200 and answer["ok"] is True
+    assert len(rig.h.dispatcher.queue.intents()) == 1
 
 
 def test_same_press_twice_acts_once_and_stale_buttons_refuse(approve_rig: SlackRig) -> None:
