@@ -13,7 +13,7 @@ plain gauge instead.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,11 +51,14 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._rules: dict[str, _RuleSeries] = {}
         self._lock = threading.Lock()
-        self._evaluations = Counter(
+        self._define_rule_metrics()
+        self._define_daemon_metrics()
+
+    def _define_rule_metrics(self) -> None:
+        self._evaluations = self._counter(
             "watcher_rule_evaluations",  # the client adds the _total suffix
             "Rule evaluations by outcome (ok, breach, no_data, error).",
             ["rule", "outcome"],
-            registry=self.registry,
         )
         self._evaluation_seconds = Histogram(
             "watcher_rule_evaluation_seconds",
@@ -63,83 +66,76 @@ class Metrics:
             buckets=EVALUATION_BUCKETS,
             registry=self.registry,
         )
-        self._last_evaluation_seconds = Gauge(
+        self._last_evaluation_seconds = self._gauge(
             "watcher_rule_last_evaluation_seconds",
             "Time the latest evaluation of the rule took.",
             ["rule"],
-            registry=self.registry,
         )
-        self._state = Gauge(
+        self._state = self._gauge(
             "watcher_rule_state",
             "1 for the rule's current state (inactive, pending, firing), 0 for the others.",
             ["rule", "state"],
-            registry=self.registry,
         )
-        self._unhealthy = Gauge(
+        self._unhealthy = self._gauge(
             "watcher_rule_unhealthy",
             "1 while the rule's source keeps failing (4 errors in a row), else 0.",
             ["rule"],
-            registry=self.registry,
         )
-        self._settling = Gauge(
+        self._settling = self._gauge(
             "watcher_rule_settling",
             "1 while the rule's window spans a version change: its breaches count against no version.",
             ["rule"],
-            registry=self.registry,
         )
-        self._missed = Counter(
+        self._missed = self._counter(
             "watcher_evaluations_missed",
             "Scheduled evaluations skipped because the previous one was still running or late.",
             ["rule"],
-            registry=self.registry,
         )
-        self._rollbacks = Counter(
+
+    def _define_daemon_metrics(self) -> None:
+        self._rollbacks = self._counter(
             "watcher_rollbacks",
             "Rollbacks attempted, by target and result.",
             ["target", "result"],
-            registry=self.registry,
         )
-        self._incidents_open = Gauge(
-            "watcher_incidents_open", "Incidents not resolved yet.", registry=self.registry
-        )
-        self._outbox_pending = Gauge(
+        self._incidents_open = self._gauge("watcher_incidents_open", "Incidents not resolved yet.")
+        self._outbox_pending = self._gauge(
             "watcher_outbox_pending",
             "Messages queued for Slack and not delivered yet.",
-            registry=self.registry,
         )
-        self._groups_held = Gauge(
+        self._groups_held = self._gauge(
             "watcher_groups_held",
             "Evaluation groups this replica holds the lease of (evaluates) now.",
-            registry=self.registry,
         )
-        self._lease_changes = Counter(
+        self._lease_changes = self._counter(
             "watcher_lease_changes",
             "Leases this replica acquired or lost (taken over while it believed it held them) or released.",
             ["lease", "change"],
-            registry=self.registry,
         )
-        self._reload_successful = Gauge(
+        self._reload_successful = self._gauge(
             "watcher_rules_last_reload_successful",
             "1 when the last load of the rule files had no finding; 0 when a file was refused "
             "(its previous rules keep running), as prometheus_config_last_reload_successful.",
-            registry=self.registry,
         )
-        self._reload_findings = Gauge(
+        self._reload_findings = self._gauge(
             "watcher_rules_last_reload_findings",
             "Findings in the rule files at the last load (`watcher check` lists them).",
-            registry=self.registry,
         )
-        self._reload_success_time = Gauge(
+        self._reload_success_time = self._gauge(
             "watcher_rules_last_reload_success_timestamp_seconds",
             "When the rule files last loaded without a finding (unix seconds).",
-            registry=self.registry,
         )
-        self._fenced_refused = Counter(
+        self._fenced_refused = self._counter(
             "watcher_fenced_writes_refused",
             "Writes refused because the claim they were made under had a newer holder.",
             ["claim"],
-            registry=self.registry,
         )
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, list(labels), registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, list(labels), registry=self.registry)
 
     # --- rules ------------------------------------------------------------------------------------
     def observe_tick(self, rule_id: str, transition: Transition, seconds: float) -> None:
