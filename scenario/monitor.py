@@ -36,6 +36,11 @@ class Observations:
     escalated_at: datetime | None = None
     breaching_since: dict[str, datetime] = field(default_factory=dict)  # rule id -> first seen breaching
     missing: list[str] = field(default_factory=list)
+    incidents: dict[int, tuple[str, str]] = field(default_factory=dict)  # id -> (opening rule, version)
+    findings: list[tuple[str, str]] = field(default_factory=list)  # the followed incident's (rule, kind)
+
+    def incidents_on(self, version: str) -> list[int]:
+        return sorted(number for number, (_rule, on) in self.incidents.items() if on == version)
 
     @property
     def finished(self) -> bool:
@@ -118,6 +123,7 @@ class Monitor:
             return
         previous = self._statuses.get(number)
         self._statuses[number] = status
+        self.observations.incidents[number] = (str(incident.get("rule")), str(incident.get("version")))
         if previous is None:
             self.console.say(
                 self.console.bold(
@@ -149,6 +155,11 @@ class Monitor:
         if seen.incident_id is None:
             return
         detail = _get_json(f"{self.watcher_url}/api/incidents/{seen.incident_id}")
+        findings = detail.get("findings") if isinstance(detail, dict) else None
+        if isinstance(findings, list):
+            seen.findings = [
+                (str(f.get("rule")), str(f.get("kind"))) for f in findings if isinstance(f, dict)
+            ]
         events = detail.get("timeline") if isinstance(detail, dict) else None
         for event in events if isinstance(events, list) else []:
             kind, at = event.get("kind"), _parse_time(event.get("at"))
@@ -212,7 +223,11 @@ def print_summary(
                 "the rule still breached when re-checked after the rollback"
             )
         )
+    _say_grouping(console, seen)
     missing = list(seen.missing)
+    if seen.rolled_back_to is not None and seen.incidents_on(seen.rolled_back_to):
+        restored = ", ".join(f"#{n}" for n in seen.incidents_on(seen.rolled_back_to))
+        missing.append(f"incident {restored} blamed version {seen.rolled_back_to}, the one restored")
     if seen.incident_opened_at is None:
         missing.append("no incident was opened")
     if seen.rolled_back_at is None:
@@ -225,6 +240,24 @@ def print_summary(
     for item in missing:
         say(console.red(f"  ✗ {item}"))
     return 1
+
+
+_FINDING_WORDS = {
+    "opened": "opened it",
+    "joined": "fired on the same version and joined it",
+    "settling": "breached on a window still holding the bad version: evidence, not a new incident",
+}
+
+
+def _say_grouping(console: Console, seen: Observations) -> None:
+    """One bad release, one incident: how many there were, on which versions, which rules joined."""
+    counts = f"{len(seen.incidents_on(seen.bad_version))} on version {seen.bad_version}"
+    if seen.rolled_back_to:
+        restored = len(seen.incidents_on(seen.rolled_back_to))
+        counts += f", {restored} on version {seen.rolled_back_to}, the one restored"
+    console.say(f"  incidents: {len(seen.incidents)} ({counts})")
+    for rule, kind in seen.findings:
+        console.say(console.dim(f"    {rule}: {_FINDING_WORDS.get(kind, kind)}"))
 
 
 def _after(moment: datetime, since: datetime | None) -> str:

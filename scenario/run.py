@@ -42,7 +42,6 @@ from scenario.timeline import (
     read_rule_timings,
     seconds,
     timing_table,
-    verify_after_for,
 )
 from scenario.watcher_setup import (
     DaemonFailure,
@@ -61,7 +60,8 @@ from watcher.ruletest.prometheus import free_port
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR = REPO / "scenario-run"
 DEFAULT_RULES = REPO / "rules" / "fraud-detector.yaml"
-VERIFY_AFTER = timedelta(seconds=45)
+# A minimum: watcher also waits until each rule's window holds only the restored version.
+VERIFY_AFTER = timedelta(seconds=20)
 # Only a directory holding this file (or an empty or absent one) is ever wiped.
 RUN_MARKER = ".scenario-run"
 
@@ -136,7 +136,7 @@ class Scenario:
         timings = read_rule_timings(copied.rule_file, default_every=timedelta(seconds=10))
         if isinstance(timings, str):
             raise ScenarioFailure(timings)
-        verify_after = self.options.verify_after or verify_after_for(timings, at_least=VERIFY_AFTER)
+        verify_after = self.options.verify_after or VERIFY_AFTER
         self._show_rules(timings, verify_after)
         service_port, watcher_port = free_port(), free_port()
         self.urls.service, self.urls.watcher = (
@@ -191,9 +191,11 @@ class Scenario:
         self.console.say(f"rules ({self.options.rule_file.name}):")
         for line in timing_table(timings):
             self.console.say(self.console.dim(line))
-        # Re-checked sooner than its window, a rule still sees the bad release's data and escalates.
         self.console.say(
-            self.console.dim(f"  verify_after {seconds(verify_after)} (a rule's longest window + 1 interval)")
+            self.console.dim(
+                f"  verify_after {seconds(verify_after)} (at least; each rule is re-checked once its window "
+                "holds only the restored version)"
+            )
         )
 
     def _prepare_run_dir(self) -> None:

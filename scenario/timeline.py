@@ -146,13 +146,6 @@ class RuleTiming:
     window: timedelta = timedelta(0)
 
 
-def verify_after_for(timings: Iterable[RuleTiming], *, at_least: timedelta) -> timedelta:
-    """A verify_after long enough for a rolled-back rule to see only data from after the rollback:
-    its longest window plus one evaluation interval (before that, it still sees the bad release)."""
-    needed = [t.window + t.every for t in timings if t.action == "rollback"]
-    return max([at_least, *needed])
-
-
 def read_rule_timings(rule_file: Path, default_every: timedelta) -> list[RuleTiming] | str:
     """Each rule's `for` and `every` from a rule file; a message when the file can't be read."""
     try:
