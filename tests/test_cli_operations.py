@@ -147,6 +147,15 @@ def test_drill_rolls_back_and_forward_and_leaves_the_target_as_found(ws: Workspa
     assert {"drill_started", "drill_finished"} <= set(_audit_kinds(ws))
 
 
+def test_a_drill_with_no_version_to_go_back_to_fails_at_that_step_and_moves_nothing(ws: Workspace) -> None:
+    assert watcher(ws, "rollback", "fraud-prod", "--to", "1", "--reason", "oldest").returncode == 0
+    done = watcher(ws, "drill", "fraud-prod")
+    assert done.returncode == 1
+    assert "[FAIL] choose rollback version" in done.stdout and "FAILED" in done.stdout
+    assert ws.champion() == "1"
+    assert "drill_started" not in _audit_kinds(ws)
+
+
 def test_unreadable_config_is_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [str(WATCHER), "run", "--config", str(tmp_path / "absent.yaml")],

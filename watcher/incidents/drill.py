@@ -64,6 +64,19 @@ def _verify(adapter: RemediationAdapter, version: str) -> tuple[bool, str]:
     return outcome.ok, f"serves {version}: {detail}".strip()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    original: str  # the live version found, where the drill comes back to
+    back_to: str
+    why: str  # which kind of version `back_to` is (known-good, previous)
+
+
+@dataclass(frozen=True)
+class _NoPlan:
+    step: str
+    detail: str
+
+
 def run_drill(
     store: Store,
     targets: TargetRegistry,
@@ -75,57 +88,78 @@ def run_drill(
 ) -> DrillReport:
     report = DrillReport(target)
     adapter = targets.adapter(target)
-    live_answer = adapter.live_version()
-    if isinstance(live_answer, AdapterFailure):
-        _timed(report, "read live version", lambda: (False, live_answer.message), emit)
+    plan = _plan(store, targets, adapter, target, stable_after, now)
+    if isinstance(plan, _NoPlan):
+        failed = plan
+        _timed(report, failed.step, lambda: (False, failed.detail), emit)
         return report
-    assert isinstance(live_answer, LiveVersion)
-    original = live_answer.version
-    choice = choose_rollback_version(
-        live=original,
-        sightings=store.sightings(target),
-        adapter_previous=targets.previous_version(target),
-        stable_after=stable_after,
-        now=now,
-    )
-    if choice.version is None:
-        _timed(report, "choose rollback version", lambda: (False, "no known-good or previous version"), emit)
-        return report
-    back_to = choice.version
     drill_id = uuid.uuid4().hex[:12]
-    _audit(store, actor, "drill_started", target, original, back_to, now, drill=drill_id)
-
-    def preflight() -> tuple[bool, str]:
-        result = adapter.preflight(back_to)
-        return result.ok, "; ".join(result.problems) or f"ok ({choice.reason.value} version {back_to})"
-
-    if _timed(report, "preflight", preflight, emit):
-        moved = _timed(
-            report, "roll back", lambda: _move(adapter, f"drill-{drill_id}-back", original, back_to), emit
-        )
-        if moved:
-            _timed(report, "verify rollback", lambda: _verify(adapter, back_to), emit)
-            _timed(
-                report,
-                "roll forward",
-                lambda: _move(adapter, f"drill-{drill_id}-fwd", back_to, original),
-                emit,
-            )
-            _timed(report, "verify roll forward", lambda: _verify(adapter, original), emit)
-        _restore_if_needed(report, adapter, original, drill_id, emit)
+    _audit(store, actor, "drill_started", target, plan.original, plan.back_to, now, drill=drill_id)
+    _there_and_back(report, adapter, plan, drill_id, emit)
     _audit(
         store,
         actor,
         "drill_finished",
         target,
-        original,
-        back_to,
+        plan.original,
+        plan.back_to,
         now,
         drill=drill_id,
         ok=report.ok,
         steps=[{"step": s.name, "ok": s.ok, "seconds": round(s.seconds, 3)} for s in report.steps],
     )
     return report
+
+
+def _plan(
+    store: Store,
+    targets: TargetRegistry,
+    adapter: RemediationAdapter,
+    target: str,
+    stable_after: timedelta,
+    now: datetime,
+) -> _Plan | _NoPlan:
+    live_answer = adapter.live_version()
+    if isinstance(live_answer, AdapterFailure):
+        return _NoPlan("read live version", live_answer.message)
+    assert isinstance(live_answer, LiveVersion)
+    choice = choose_rollback_version(
+        live=live_answer.version,
+        sightings=store.sightings(target),
+        adapter_previous=targets.previous_version(target),
+        stable_after=stable_after,
+        now=now,
+    )
+    if choice.version is None:
+        return _NoPlan("choose rollback version", "no known-good or previous version")
+    return _Plan(live_answer.version, choice.version, choice.reason.value)
+
+
+def _there_and_back(
+    report: DrillReport,
+    adapter: RemediationAdapter,
+    plan: _Plan,
+    drill_id: str,
+    emit: Callable[[DrillStep], None],
+) -> None:
+    original, back_to = plan.original, plan.back_to
+
+    def preflight() -> tuple[bool, str]:
+        result = adapter.preflight(back_to)
+        return result.ok, "; ".join(result.problems) or f"ok ({plan.why} version {back_to})"
+
+    if not _timed(report, "preflight", preflight, emit):
+        return
+    moved = _timed(
+        report, "roll back", lambda: _move(adapter, f"drill-{drill_id}-back", original, back_to), emit
+    )
+    if moved:
+        _timed(report, "verify rollback", lambda: _verify(adapter, back_to), emit)
+        _timed(
+            report, "roll forward", lambda: _move(adapter, f"drill-{drill_id}-fwd", back_to, original), emit
+        )
+        _timed(report, "verify roll forward", lambda: _verify(adapter, original), emit)
+    _restore_if_needed(report, adapter, original, drill_id, emit)
 
 
 def _restore_if_needed(
