@@ -14,7 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from watcher.engine.tick import utc_now
-from watcher.model import IncidentStatus, RollbackStatus
+from watcher.incidents import lifecycle
+from watcher.incidents.flow import view_of
+from watcher.incidents.lifecycle import AuditKind, Event
+from watcher.model import RollbackStatus
 from watcher.notify.inbound.approvers import GroupMembersCache, fetch_with
 from watcher.notify.inbound.interactions import (
     REFUSAL_TEXTS,
@@ -36,6 +39,12 @@ from watcher.store.repository import Store, Tx
 log = logging.getLogger(__name__)
 
 SILENCE_FOR = timedelta(hours=1)
+# What each button means to the incident's lifecycle (Undo is an intent, judged on its outcome).
+_PRESS_EVENTS = {
+    ButtonAction.ROLLBACK: Event.APPROVED,
+    ButtonAction.ACK: Event.ACKNOWLEDGED,
+    ButtonAction.SILENCE: Event.SILENCED,
+}
 
 
 class SlackActions:
@@ -126,39 +135,27 @@ class SlackActions:
         return {"ok": True, "action": press.action.value}
 
     def _apply(self, tx: Tx, press: ButtonPress, incident: IncidentRecord, actor: str, now: datetime) -> str:
+        """Carry out a press the lifecycle allows; what it does to the incident is asked of it."""
         who = f"<@{press.user_id}>"
-        if press.action is ButtonAction.ROLLBACK:
-            self._request(tx, press, incident, actor, now, IntentPurpose.ROLLBACK, "approved")
-            tx.update_incident(
-                incident.id,
-                now,
-                expect_status=[IncidentStatus.AWAITING_APPROVAL],
-                status=IncidentStatus.ROLLING_BACK,
-                rollback_status=RollbackStatus.PENDING,
-            )
-            return f"{who} approved the rollback to {incident.rollback_to}."
         if press.action is ButtonAction.UNDO:
-            self._request(tx, press, incident, actor, now, IntentPurpose.UNDO, "undo_requested")
+            # The undo is an intent: the dispatcher makes it, and the lifecycle moves on its outcome.
+            self._request(tx, press, incident, actor, now, IntentPurpose.UNDO, AuditKind.UNDO_REQUESTED)
             return f"{who} asked to undo the rollback: back to {incident.rollback_from}."
+        step = lifecycle.advance(view_of(incident), _PRESS_EVENTS[press.action])
+        if step.status is not None:
+            # Only from the status the press was judged on: a concurrent change wins.
+            tx.update_incident(incident.id, now, expect_status=[incident.status], status=step.status)
+        if press.action is ButtonAction.ROLLBACK:
+            self._request(tx, press, incident, actor, now, IntentPurpose.ROLLBACK, step.audit)
+            tx.update_incident(incident.id, now, rollback_status=RollbackStatus.PENDING)
+            return f"{who} approved the rollback to {incident.rollback_to}."
         if press.action is ButtonAction.ACK:
             tx.update_incident(incident.id, now, acknowledged_by=press.user_id)
-            tx.update_incident(
-                incident.id,
-                now,
-                expect_status=[IncidentStatus.OPEN, IncidentStatus.ESCALATED],
-                status=IncidentStatus.ACKNOWLEDGED,
-            )
-            self._audit(tx, "acknowledged", incident, actor, now)
+            self._audit(tx, step.audit, incident, actor, now)
             return f"{who} acknowledged the incident."
         until = now + SILENCE_FOR
         tx.update_incident(incident.id, now, silenced_until=until)
-        tx.update_incident(
-            incident.id,
-            now,
-            expect_status=[IncidentStatus.OPEN, IncidentStatus.ESCALATED, IncidentStatus.ACKNOWLEDGED],
-            status=IncidentStatus.SILENCED,
-        )
-        self._audit(tx, "silenced", incident, actor, now, until=until.isoformat())
+        self._audit(tx, step.audit, incident, actor, now, until=until.isoformat())
         return f"{who} silenced the incident for 1h."
 
     def _request(
@@ -169,7 +166,7 @@ class SlackActions:
         actor: str,
         now: datetime,
         purpose: IntentPurpose,
-        kind: str,
+        kind: AuditKind,
     ) -> None:
         """Write the rollback (or undo) intent and its audit event; the dispatcher carries it out."""
         assert incident.target and incident.rollback_from and incident.rollback_to
@@ -225,7 +222,7 @@ class SlackActions:
     @staticmethod
     def _audit(
         tx: Tx,
-        kind: str,
+        kind: AuditKind | str,
         incident: IncidentRecord,
         actor: str,
         now: datetime,
@@ -238,7 +235,7 @@ class SlackActions:
             AuditEvent(
                 at=now,
                 actor=actor,
-                kind=kind,
+                kind=str(kind),
                 incident_id=incident.id,
                 rule_id=incident.rule_id,
                 rule_hash=incident.rule_hash,
