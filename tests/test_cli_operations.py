@@ -73,6 +73,11 @@ def test_run_once_fires_rolls_back_and_lists_the_incident(ws: Workspace) -> None
     assert [i["rollback"]["to"] for i in listed] == ["2"]
     detail = json.loads(watcher(ws, "incident", str(listed[0]["id"]), "--json").stdout)
     assert [e["kind"] for e in detail["timeline"]][:2] == ["incident_opened", "rollback_requested"]
+    assert [(f["rule"], f["kind"]) for f in detail["findings"]] == [("fraud-detector/error-rate", "opened")]
+    assert [v["version"] for v in detail["versions"]] == ["3", "2"]
+    text = watcher(ws, "incident", str(listed[0]["id"])).stdout
+    assert "findings:" in text and "fraud-detector/error-rate" in text
+    assert "versions of the target" in text and "before watcher looked" in text
 
 
 def test_dry_run_records_and_changes_nothing(ws: Workspace) -> None:

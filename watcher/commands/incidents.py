@@ -193,9 +193,38 @@ def incident_text(doc: dict[str, Any]) -> str:
         lines.append(f"  silenced until {_short_time(doc['silenced_until'])}")
     lines.append("  evidence:")
     lines.extend(f"    {key}: {_compact(value)}" for key, value in doc["evidence"].items())
+    lines += _findings_lines(doc.get("findings", []))
+    lines += _versions_lines(doc.get("versions"))
     lines.append("  timeline:")
     lines.extend(_timeline_line(event) for event in doc.get("timeline", []))
     return "\n".join(lines)
+
+
+def _findings_lines(findings: Sequence[dict[str, Any]]) -> list[str]:
+    """The rules in the incident: the one that opened it, those that joined, settling evidence."""
+    if not findings:
+        return []
+    lines = ["  findings:"]
+    for finding in findings:
+        verified = f", verified {finding['verified']}" if finding.get("verified") else ""
+        lines.append(
+            f"    {finding['rule']:<40} {finding['kind']:<9} value {_compact(finding['value'])}"
+            f" (peak {_compact(finding['peak'])}, threshold {_compact(finding['threshold'])})"
+            f" at {_short_time(finding['at'])}{verified}"
+        )
+    return lines
+
+
+def _versions_lines(versions: Sequence[dict[str, Any]] | None) -> list[str]:
+    """The target's version history: which version was live when."""
+    if not versions:
+        return []
+    lines = ["  versions of the target (which was live when):"]
+    for period in versions:
+        since = _short_time(period["live_from"]) if period["live_from"] else "before watcher looked"
+        flag = "  (had an incident)" if period["had_incident"] else ""
+        lines.append(f"    {period['version']:<12} from {since} to {_short_time(period['last_seen'])}{flag}")
+    return lines
 
 
 def _timeline_line(event: dict[str, Any]) -> str:
