@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -23,12 +22,15 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from string import Template
 
 from prometheus_client.parser import text_string_to_metric_families
 
+# The repository's root: the benchmarks share the tests' stands (tests/support).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support.prometheus import MetricsExporter
 from watcher.rules.promql import ParsedQuery, parse_query, render
 from watcher.ruletest.prometheus import LocalPrometheus, free_port
 from watcher.sources.prometheus_batch import BATCH_LABEL_PREFIX
@@ -118,29 +120,12 @@ class ModelExporter:
         self.models = tuple(models)
         self.rate = requests_per_second
         self.started = time.monotonic()
-        exporter = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = exporter.text(time.monotonic() - exporter.started).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        # The tests' /metrics stand, serving this text as it is at each scrape.
+        self._server = MetricsExporter(lambda: self.text(time.monotonic() - self.started))
 
     @property
     def target(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        return self._server.target
 
     def text(self, elapsed: float) -> str:
         lines = []
@@ -161,8 +146,7 @@ class ModelExporter:
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
 
 # --- Prometheus -------------------------------------------------------------------------------------

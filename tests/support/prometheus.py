@@ -9,15 +9,16 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 
 import requests
 
+from tests.support.local_server import LocalServer
 from watcher.ruletest.prometheus import LocalPrometheus, find_binary
 from watcher.ruletest.prometheus import backfill as backfill_blocks
 
@@ -111,12 +112,18 @@ class PrometheusServer(LocalPrometheus):
         self.stop()
 
 
-class MetricsExporter:
-    """A tiny /metrics endpoint serving whatever text the test sets (Prometheus text format)."""
+class MetricsExporter(LocalServer):
+    """A /metrics endpoint on a free loopback port serving what the test sets (Prometheus text
+    format), or what `make_text` returns at each scrape. Started on creation; `close()` ends it."""
 
-    def __init__(self) -> None:
+    def __init__(self, make_text: Callable[[], str] | None = None) -> None:
+        self._server = None
         self._text = ""
+        self._make_text = make_text
         self._lock = threading.Lock()
+        self.start()
+
+    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -131,21 +138,17 @@ class MetricsExporter:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        return Handler
 
     @property
     def target(self) -> str:
         """host:port, as a scrape config names it."""
-        host, port = self._server.server_address[:2]
-        return f"{host!s}:{port}"
+        return self.url.removeprefix("http://")
 
     @property
     def text(self) -> str:
+        if self._make_text is not None:
+            return self._make_text()
         with self._lock:
             return self._text
 
@@ -158,8 +161,7 @@ class MetricsExporter:
         self.set_text("".join(f"{selector} {_number(value)}\n" for selector, value in values.items()))
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
 
 
 def _config_text(scrape_targets: Sequence[str], scrape_interval: str) -> str:
