@@ -163,7 +163,13 @@ class Daemon:
         if fence != self.leader_fence:
             log.info("this replica leads", extra={"event": "leader", "replica": self.replica})
             self.metrics.lease_changes("leader", "acquired")
-            self.queue.reclaim_orphans(self.replica, now)
+            # Intents claimed by replicas that are gone are taken over now; those of live
+            # replicas stay theirs (any replica dispatches the rollbacks it decides). On SQLite
+            # there is one replica: whoever claimed before is gone.
+            if is_sqlite(self.config.database):
+                self.queue.reclaim_orphans(self.replica, now)
+            else:
+                reclaim_intents_of_dead_replicas(self.store, now)
         self.is_leader, self.leader_fence = True, fence
         return True
 

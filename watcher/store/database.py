@@ -23,13 +23,32 @@ def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# A replica stopped mid-transaction (SIGSTOP, a long pause, a lost network) must not keep row locks
+# past its leases: the server ends a session idle inside a transaction, and a wait for a lock
+# gives up instead of hanging. Every transaction of the daemon is short (no network call inside).
+_PG_SESSION_SETTINGS = (
+    "SET idle_in_transaction_session_timeout = '2s'",
+    "SET lock_timeout = '2s'",
+)
+
+
+def _bound_postgres_waits(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for statement in _PG_SESSION_SETTINGS:
+        cursor.execute(statement)
+    cursor.close()
+    dbapi_connection.commit()
+
+
 def open_engine(url: str) -> Engine:
     """An engine for the watcher database (not for the SQL sources rules read)."""
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _enable_sqlite_wal)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    event.listen(engine, "connect", _bound_postgres_waits)
+    return engine
 
 
 def redact_url(url: str) -> str:
