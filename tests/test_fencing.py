@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from tests.support.harness import Harness
-from tests.support.services import fresh_postgres_schema
 from tests.support.workspace import make_workspace
 from watcher.incidents.dispatch import RollbackDispatcher
 from watcher.model import IncidentStatus, RollbackStatus
@@ -30,25 +29,9 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=15)
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.support.mlflow_registry import build_registry
-
-    return build_registry(tmp_path_factory.mktemp("registry"))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'watcher.db'}"
-        return
-    with fresh_postgres_schema() as schema:
-        yield schema.url
-
-
 @pytest.fixture
-def harness(tmp_path: Path, registry: Path, database: str) -> Iterator[Harness]:
-    h = Harness(make_workspace(tmp_path / "ws", registry, database))
+def harness(tmp_path: Path, registry_template: Path, database_url: str) -> Iterator[Harness]:
+    h = Harness(make_workspace(tmp_path / "ws", registry_template, database_url))
     try:
         yield h
     finally:

@@ -13,7 +13,6 @@ import pytest
 
 from scenario.fake_slack import BOT_TOKEN, FakeSlack
 from tests.support.harness import Harness
-from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.notify.outbound.outbox import OutboxWorker, build_outbox_worker
 from watcher.notify.outbound.slack_client import Delivered, Found, SlackClient
@@ -22,11 +21,6 @@ pytestmark = pytest.mark.integration
 
 CHANNEL = "C0MLALERTS"
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
 
 
 @pytest.fixture
