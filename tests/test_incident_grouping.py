@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import RULE, Harness
-from tests.support.mlflow_registry import build_registry
 from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.decisions.evaluation import TransitionReason
 from watcher.incidents.json_view import incident_detail_json
@@ -33,11 +32,6 @@ SECOND_RULE = """\
     every: 30s
     action: rollback
 """
-
-
-@pytest.fixture
-def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_registry(tmp_path_factory.mktemp("registry-template"))
 
 
 @pytest.fixture
