@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -34,6 +33,7 @@ from watcher.remediations.base import (
     installed_adapter_names,
     load_factory,
 )
+from watcher.ruletest.prometheus import free_port
 
 SECRET = "conformance-secret-8e3f1b"
 
@@ -54,12 +54,6 @@ class Harness:
     def adapter(self, settings: dict[str, Any] | None = None) -> RemediationAdapter:
         validated = self.factory.settings_model.model_validate(settings or self.settings)
         return self.factory.create(validated, base_dir=self.base_dir)
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # -- harnesses, one per adapter -----------------------------------------------------------------
@@ -95,7 +89,7 @@ def mlflow_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, re
         tmp_path,
         lambda: hashlib.sha256(database.read_bytes()).hexdigest(),
         move_alias,
-        {"tracking_uri": f"http://watcher:{SECRET}@127.0.0.1:{_closed_port()}", "model": MODEL},
+        {"tracking_uri": f"http://watcher:{SECRET}@127.0.0.1:{free_port()}", "model": MODEL},
         race_before_write=race,
     )
 

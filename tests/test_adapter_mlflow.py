@@ -20,6 +20,7 @@ from tests.support.mlflow_registry import MODEL
 from tests.support.slow_server import CannedHttpServer
 from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
 from watcher.remediations.mlflow_alias import INTENT_TAG, factory, resolve_sqlite_uri
+from watcher.ruletest.prometheus import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -157,11 +158,7 @@ def quick_mlflow_http(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_unreachable_server_is_retryable_and_hides_credentials(
     tmp_path: Path, quick_mlflow_http: None
 ) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens there
     uri = f"http://watcher:s3cret-pw@127.0.0.1:{port}"
     settings = factory.settings_model.model_validate({"tracking_uri": uri, "model": MODEL})
     adapter = factory.create(settings, base_dir=tmp_path)

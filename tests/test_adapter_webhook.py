@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from tests.support.slow_server import CannedHttpServer
 from tests.support.webhook_server import WebhookReceiver, signature
 from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
 from watcher.remediations.webhook import WebhookAdapter, WebhookSettings, factory
+from watcher.ruletest.prometheus import free_port
 
 SECRET = "whsec-9d1f0c7e"
 
@@ -122,9 +122,7 @@ def test_other_client_errors_are_permanent(receiver: WebhookReceiver) -> None:
 
 
 def test_unreachable_and_slow_receivers_are_retryable(canned_http_server: CannedHttpServer) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # nothing listens there
     settings = {"url": f"http://127.0.0.1:{closed}/rollback", "secret": SECRET}
     adapter = factory.create(factory.settings_model.model_validate(settings), base_dir=Path("."))
     outcome = adapter.rollback(intent_key="i", from_version="3", to_version="2")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +15,9 @@ from watcher.commands.check import run_check
 from watcher.commands.operate import rollback_line
 from watcher.incidents.operations import ManualRollbackResult
 from watcher.model import RollbackStatus
+from watcher.ruletest.prometheus import free_port
 
 WATCHER = Path(sys.executable).parent / "watcher"
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _watcher(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +30,7 @@ def _watcher(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def unreachable_database(tmp_path: Path) -> Path:
     (tmp_path / "rules").mkdir()
-    url = f"postgresql+psycopg://watcher:Sup3rSecretPw@127.0.0.1:{_closed_port()}/watcher"
+    url = f"postgresql+psycopg://watcher:Sup3rSecretPw@127.0.0.1:{free_port()}/watcher"
     (tmp_path / "watcher.yaml").write_text(f"database: {url}\nrules: rules/\n")
     return tmp_path
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -21,6 +20,7 @@ from watcher.notify.outbound.slack_client import (
     SendFailed,
     SlackClient,
 )
+from watcher.ruletest.prometheus import free_port
 
 CHANNEL_ID = "C0MLALERTS"
 
@@ -120,9 +120,7 @@ def test_mistakes_are_permanent_failures(fake: FakeSlack, call: object, error: s
 
 
 def test_unreachable_slack_is_retryable() -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nobody listens there
     client = SlackClient(BOT_TOKEN, api_url=f"http://127.0.0.1:{port}/api/", timeout=timedelta(seconds=2))
     result = client.post_message("#ml-alerts", "hello", [])
     assert isinstance(result, SendFailed) and result.retryable and BOT_TOKEN not in result.message
