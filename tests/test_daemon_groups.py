@@ -1,5 +1,6 @@
-"""`watcher run` evaluates a rule file's Prometheus rules together: one request for the group, and
-each rule still judged on its own answer (a bad one does not blind the others)."""
+"""`watcher run` evaluates the Prometheus rules of one interval together, whatever file they are in:
+one request for the group, each rule still judged on its own answer (a bad one does not blind the
+others), and a file that goes bad takes down none of the good ones."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.daemon import DaemonProcess, wait_for
 from tests.support.mlflow_registry import build_registry
 from tests.support.prometheus import MetricsExporter, PrometheusServer
-from tests.support.workspace import make_workspace
+from tests.support.workspace import Workspace, make_workspace
 from watcher.model import IncidentStatus
+from watcher.ruletest.prometheus import free_port
 from watcher.store.database import open_engine
 from watcher.store.repository import Store
 
@@ -31,10 +33,10 @@ rules:
     signal: error_rate
     prometheus: sum(model_value{model="b"})
     above: 0.5
-  - name: two-series
-    signal: error_rate
-    prometheus: model_value{model=~"a|b"}
-    above: 0.5
+"""
+SCALAR = """\
+model: scalar
+rules:
   - name: scalar
     signal: error_rate
     prometheus: scalar(sum(model_value{model="c"}))
@@ -49,7 +51,17 @@ rules:
     above: 0.5
     every: 2s
 """
-RULE_IDS = [f"fraud-detector/{name}" for name in ("healthy", "breaching", "two-series", "scalar")]
+ONE_RULE_MODELS = 5  # more files of one rule each, as ops teams write them: no request of their own
+
+
+def one_rule_file(index: int) -> str:
+    return (
+        f"model: model-{index}\nrules:\n  - name: latency\n    signal: latency\n"
+        f'    prometheus: sum(model_value{{model="a"}}) + {index}\n    above: 100\n'
+    )
+
+
+RULE_IDS = ["fraud-detector/healthy", "fraud-detector/breaching", "scalar/scalar"]
 
 
 @pytest.fixture
@@ -93,7 +105,7 @@ def queries_answered(prometheus: PrometheusServer) -> float:
     )
 
 
-def test_a_rule_file_is_one_request_and_each_rule_keeps_its_own_outcome(
+def test_rules_of_many_files_share_one_request_and_each_rule_keeps_its_own_outcome(
     tmp_path: Path, prometheus: PrometheusServer
 ) -> None:
     template = build_registry(tmp_path / "registry-template")
@@ -105,9 +117,13 @@ def test_a_rule_file_is_one_request_and_each_rule_keeps_its_own_outcome(
         rules=RULES,
         every="1s",
         timeout="800ms",
-        extra_config=f"prometheus:\n  url: {prometheus.url}\n",
+        # A port of its own: the default one may be taken by another daemon on this machine.
+        extra_config=f"prometheus:\n  url: {prometheus.url}\nhttp:\n  listen: 127.0.0.1:{free_port()}\n",
     )
     ws.write_rules(OTHER_FILE, name="churn-model.yaml")
+    ws.write_rules(SCALAR, name="scalar.yaml")
+    for index in range(ONE_RULE_MODELS):
+        ws.write_rules(one_rule_file(index), name=f"model-{index}.yaml")
     watcher_url = f"http://127.0.0.1:{ws.config().http.port}"
     daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
     store = Store(open_engine(url))
@@ -120,24 +136,42 @@ def test_a_rule_file_is_one_request_and_each_rule_keeps_its_own_outcome(
         before, asked_before = scrape(watcher_url), queries_answered(prometheus)
         wait_for(lambda: healthy_evaluations() >= evaluations(before, RULE_IDS[0], "ok") + 6, what="six more")
         after, asked_after = scrape(watcher_url), queries_answered(prometheus)
+        a_bad_file_later(ws, watcher_url, daemon)
     finally:
         assert daemon.terminate() == 0
 
     def grew(rule: str, outcome: str) -> float:
         return evaluations(after, rule, outcome) - evaluations(before, rule, outcome)
 
-    healthy, breaching, two_series, scalar = RULE_IDS
+    healthy, breaching, scalar = RULE_IDS
     assert grew(healthy, "ok") >= 6 and grew(healthy, "error") == 0
     assert grew(breaching, "breach") >= 6 and grew(breaching, "error") == 0
-    assert grew(two_series, "error") >= 6  # its own answer has two series; the others are unharmed
     assert grew(scalar, "ok") >= 6 and grew(scalar, "error") == 0
+    assert all(grew(f"model-{index}/latency", "ok") >= 6 for index in range(ONE_RULE_MODELS))
     assert evaluations(after, "churn-model/latency", "ok") >= 1
     ticks = grew(healthy, "ok")
-    # Per tick of the file: the scalar alone (label_replace needs a vector) and the other three
-    # together; the churn file adds one request every 2 s. Asked one by one it would be 4.5 a tick.
+    # Per tick, for the 8 rules of 7 files every second: the scalar alone (label_replace needs a
+    # vector) and the 7 others together; the churn file adds one request every 2 s. One request
+    # per file would be 7.5 a tick; one per rule, 8.5.
     asked = asked_after - asked_before
-    print(f"\n{ticks:g} ticks of 4 rules + the churn file: {asked:g} requests to Prometheus")
+    print(f"\n{ticks:g} ticks of 8 rules in 7 files + the churn file: {asked:g} requests to Prometheus")
     assert asked <= ticks * 2.5 + 6  # the window's ends are not read at one instant
-    [incident] = store.incidents()
+    [incident] = [incident for incident in store.incidents() if incident.rule_id == breaching]
     assert incident.rule_id == breaching and incident.status is IncidentStatus.OPEN
-    assert "asked alone from now on" in daemon.output()  # the scalar, after the first batch failed
+
+
+def a_bad_file_later(ws: Workspace, watcher_url: str, daemon: DaemonProcess) -> None:
+    """A file that goes bad keeps its last good rules running, beside a new file and the others."""
+    ws.write_rules("model: model-0\nrules: [\n", name="model-0.yaml")
+    ws.write_rules(one_rule_file(ONE_RULE_MODELS), name=f"model-{ONE_RULE_MODELS}.yaml")
+    new_rule = f"model-{ONE_RULE_MODELS}/latency"
+    wait_for(lambda: evaluations(scrape(watcher_url), new_rule, "ok") >= 1, what="the new file's rule")
+    seen = scrape(watcher_url)
+    kept = ["model-0/latency", "model-1/latency", RULE_IDS[0]]
+
+    def all_grew() -> bool:
+        now = scrape(watcher_url)
+        return all(evaluations(now, rule, "ok") >= evaluations(seen, rule, "ok") + 3 for rule in kept)
+
+    wait_for(all_grew, what="the bad file's last good rules and the others evaluated")
+    assert "rule file problem" in daemon.output()

@@ -125,16 +125,29 @@ def build_source(
     raise ValueError(f"{rule.id}: no source")  # rulefmt guarantees exactly one
 
 
-def build_runtime_rules(rules: dict[str, Rule], config: WatcherConfig) -> dict[str, RuntimeRule]:
-    client = batch = None
-    if config.prometheus is not None and any(rule.prometheus is not None for rule in rules.values()):
-        from watcher.sources.prometheus import PrometheusClient
-        from watcher.sources.prometheus_batch import PrometheusBatch
+def new_prometheus_batch(config: WatcherConfig) -> Any:
+    """One client and batch for the config's Prometheus: the rules sharing it are asked together."""
+    from watcher.sources.prometheus import PrometheusClient
+    from watcher.sources.prometheus_batch import PrometheusBatch
 
-        client = PrometheusClient(
-            config.prometheus.url, config.prometheus.header_values(), config.evaluation.timeout
-        )
-        batch = PrometheusBatch(client)
+    assert config.prometheus is not None
+    client = PrometheusClient(
+        config.prometheus.url, config.prometheus.header_values(), config.evaluation.timeout
+    )
+    return PrometheusBatch(client)
+
+
+def build_runtime_rules(
+    rules: dict[str, Rule], config: WatcherConfig, prometheus_batch: Any = None
+) -> dict[str, RuntimeRule]:
+    """Runtime rules; their Prometheus sources share `prometheus_batch` (a new one when not given:
+    rules built apart, by different reloads say, are asked in different requests unless they share
+    one)."""
+    batch = prometheus_batch
+    prometheus_rules = any(rule.prometheus is not None for rule in rules.values())
+    if batch is None and config.prometheus is not None and prometheus_rules:
+        batch = new_prometheus_batch(config)
+    client = batch.client if batch is not None else None
     return {
         rule_id: RuntimeRule(
             rule, build_source(rule, config, client, batch), policy_for(rule), lookback_of(rule)

@@ -1,10 +1,11 @@
 """`watcher run`: the scheduler, the workers, the HTTP server and the signals, put together.
 
-One APScheduler 3 job per evaluation group, as Prometheus runs rule groups: a rule file's
-Prometheus rules of one interval share one job and one request; SQL and drift rules have a job
-each (coalesce, max_instances=1: a late run is counted as missed for each of its rules and logged,
-never replayed in a burst). Only the replica holding the `leader` lease evaluates and
-dispatches; the others serve HTTP and Slack presses and take over when the lease runs out.
+One APScheduler 3 job per evaluation group, as Prometheus runs rule groups: the Prometheus rules
+of one interval, whatever their files, in shards of one request each (ruleset.evaluation_groups);
+SQL and drift rules have a job each (coalesce, max_instances=1: a late run is counted as missed
+for each of its rules and logged, never replayed in a burst). Only the replica holding the
+`leader` lease evaluates and dispatches; the others serve HTTP and Slack presses and take over
+when the lease runs out.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Daemon:
         self.engine = Engine(FencedStore(self.db), self.targets, config.safety, self.metrics, dry_run=dry_run)
         self.coordinator = ReplicaCoordinator(self.store, self.queue, self.replica, self.metrics)
         self.groups = GroupIndex()
+        self._held_rules: frozenset[str] = frozenset()  # the rules of the groups scheduled here
         self.leader_fence: int | None = None
         self.dispatcher = RollbackDispatcher(
             self.store, self.targets, self.replica, config.safety.verify_after, self.metrics
@@ -253,10 +255,14 @@ class Daemon:
     def _schedule_rules(self, *, reload_states: bool = False) -> None:
         """Jobs for the groups this replica holds; with `reload_states`, their rule states read
         again from the database first (another replica evaluated them until now)."""
-        held = self.groups.rules_of(self.rules.current.runtime, self.coordinator.held())
-        if reload_states:
+        runtime, keys = self.rules.current.runtime, self.coordinator.held()
+        held = self.groups.rules_of(runtime, keys)
+        # A reload can move a rule into a shard this replica holds: its state is the database's.
+        if reload_states or held.keys() - self._held_rules:
             self.engine.load_states(held)
-        self.jobs.sync(held, utc_now())
+        self._held_rules = frozenset(held)
+        groups = self.groups.groups(runtime)  # over every rule: the shards the leases name
+        self.jobs.sync(held, utc_now(), {key: groups[key] for key in keys if key in groups})
 
     def _tick(self, key: str) -> None:
         claim = self.coordinator.claim(key)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from watcher.engine.bind import RuntimeRule, build_runtime_rules
+from watcher.engine.bind import RuntimeRule, build_runtime_rules, new_prometheus_batch
+from watcher.engine.shards import ShardSizing, place
 from watcher.rules.config import WatcherConfig
+from watcher.rules.durations import format_duration
 from watcher.rules.findings import Finding
-from watcher.rules.rulefmt import Rule, load_rules
+from watcher.rules.rulefmt import MinSamplesQuery, Rule, load_rules
+from watcher.sources.prometheus_batch import MAX_BATCH_QUERIES
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +39,39 @@ def _fingerprint(files: list[Path], config: WatcherConfig) -> tuple[tuple[str, f
     return tuple(sorted(seen))
 
 
+# Shards fill to about this many queries on average, so that hashing's unevenness stays within
+# one request (MAX_BATCH_QUERIES); see watcher.engine.shards.
+SHARD_SIZING = ShardSizing(limit=MAX_BATCH_QUERIES, target=MAX_BATCH_QUERIES * 7 // 8)
+
+
+def queries_of(rule: Rule) -> int:
+    """How many queries a Prometheus rule asks at each evaluation: its own, and its min_samples."""
+    return 1 + isinstance(rule.min_samples, MinSamplesQuery)
+
+
 def evaluation_groups(rules: Mapping[str, RuntimeRule]) -> dict[str, tuple[str, ...]]:
     """Which rules are evaluated together, as Prometheus evaluates a rule group in one pass.
 
-    The Prometheus rules of one file with one interval form a group: one scheduled job, one request
-    for all their queries. Every other rule (SQL, drift: each its own connection or data) is a
-    group of its own. Keys are stable across reloads while a file keeps its rules' interval.
+    Every Prometheus rule of one interval shares batches with the others, whatever file it is in
+    (one datasource and one set of headers: the config's `prometheus` section). They are split
+    into shards of at most one request's worth of queries, keyed `prometheus/<interval>/<shard>`,
+    a rule's shard chosen by a hash of its id (watcher.engine.shards): a reload, a new file or a
+    removed one moves few rules from shard to shard, every replica computes the same groups, and a
+    group's lease survives reloads. Every other rule (SQL, drift: each its own connection or
+    data) is a group of its own, `rule:<id>`. Each group's ids are sorted.
     """
-    groups: dict[str, list[RuntimeRule]] = {}
+    classes: dict[timedelta, dict[str, int]] = {}
+    groups: dict[str, tuple[str, ...]] = {}
     for rule_id, runtime in rules.items():
         rule = runtime.rule
         if rule.prometheus is not None:
-            key = f"file:{Path(rule.file)}@{rule.interval.total_seconds():g}s"
+            classes.setdefault(rule.interval, {})[rule_id] = queries_of(rule)
         else:
-            key = f"rule:{rule_id}"
-        groups.setdefault(key, []).append(runtime)
-    return {
-        key: tuple(runtime.id for runtime in sorted(members, key=lambda r: (r.rule.line, r.id)))
-        for key, members in groups.items()
-    }
+            groups[f"rule:{rule_id}"] = (rule_id,)
+    for interval, weights in classes.items():
+        for number, members in place(weights, SHARD_SIZING).items():
+            groups[f"prometheus/{format_duration(interval)}/{number}"] = tuple(members)
+    return groups
 
 
 class RuleBook:
@@ -63,6 +82,9 @@ class RuleBook:
         self.env = env
         self.current = LoadedRules(runtime={})
         self._fingerprint: tuple[tuple[str, float, int], ...] = ()
+        # One batch for every load: rules of different reloads share requests (and what the
+        # batch learnt, such as which queries go alone).
+        self._prometheus_batch: Any = None
 
     def load(self) -> LoadedRules:
         result = load_rules(self.config, env=self.env)
@@ -76,6 +98,7 @@ class RuleBook:
         runtime_rules = build_runtime_rules(
             {rid: r for rid, r in rules.items() if rid not in previous or previous[rid].rule is not r},
             self.config,
+            self._batch_for(rules),
         )
         for rule_id, rule in rules.items():
             if rule_id in previous and previous[rule_id].rule is rule:
@@ -90,6 +113,12 @@ class RuleBook:
                     "rule file problem: %s", finding, extra={"event": "rule_finding", "finding": str(finding)}
                 )
         return self.current
+
+    def _batch_for(self, rules: Mapping[str, Rule]) -> Any:
+        wanted = self.config.prometheus is not None and any(r.prometheus is not None for r in rules.values())
+        if wanted and self._prometheus_batch is None:
+            self._prometheus_batch = new_prometheus_batch(self.config)
+        return self._prometheus_batch
 
     def changed_on_disk(self) -> bool:
         return _fingerprint(self._watched_files(), self.config) != self._fingerprint

@@ -1,9 +1,10 @@
 """Evaluation groups as APScheduler 3 jobs: one job per group, placed in its interval, its slots.
 
-A group (see ruleset.evaluation_groups) is a rule file's Prometheus rules of one interval, or one
-SQL or drift rule. Its job runs with coalesce and max_instances=1: a late run is counted as missed
-for each of its rules and logged, never replayed in a burst. Jobs are kept in step with the loaded
-rules on every reload: a group whose key stays keeps its job and its place in the interval.
+A group (see ruleset.evaluation_groups) is a shard of the Prometheus rules of one interval, from
+whatever files (at most one batched request's worth of queries), or one SQL or drift rule. Its job
+runs with coalesce and max_instances=1: a late run is counted as missed for each of its rules and
+logged, never replayed in a burst. Jobs are kept in step with the loaded rules on every reload: a
+group whose key stays keeps its job and its place in the interval.
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def groups_of(runtime: Mapping[str, RuntimeRule]) -> dict[str, tuple[str, ...]]:
     return evaluation_groups(runtime)
 
 
+def _present(
+    groups: Mapping[str, tuple[str, ...]], runtime: Mapping[str, RuntimeRule]
+) -> dict[str, tuple[str, ...]]:
+    """The groups restricted to the rules of `runtime`, empty ones left out."""
+    present = {
+        key: tuple(rule_id for rule_id in members if rule_id in runtime) for key, members in groups.items()
+    }
+    return {key: members for key, members in present.items() if members}
+
+
 class GroupJobs:
     """The scheduler's evaluation-group jobs; `run_group(key)` is what each job calls."""
 
@@ -63,13 +74,21 @@ class GroupJobs:
         self._rules: set[str] = set()
         scheduler.add_listener(self._on_missed, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
 
-    def sync(self, runtime: Mapping[str, RuntimeRule], now: datetime) -> None:
-        """Add, keep or remove jobs so that every group of `runtime` has one."""
+    def sync(
+        self,
+        runtime: Mapping[str, RuntimeRule],
+        now: datetime,
+        groups: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
+        """Add, keep or remove jobs so that every group has one: `groups` (the groups this replica
+        holds, as computed over every loaded rule) or else the groups of `runtime`. A replica
+        holding some groups passes them: grouping only its rules would shard them differently."""
         with self._lock:
-            wanted = evaluation_groups(runtime)
+            source = evaluation_groups(runtime) if groups is None else groups
+            wanted = _present(source, runtime)
             for job in self.scheduler.get_jobs():
                 key = job.id[len(GROUP_JOB) :]
-                if job.id.startswith(GROUP_JOB) and key not in wanted:
+                if job.id.startswith(GROUP_JOB) and not self._keeps(key, wanted, runtime):
                     job.remove()
                     self._anchors.pop(key, None)
             for rule_id in self._rules - runtime.keys():
@@ -78,7 +97,7 @@ class GroupJobs:
             self._rules = set(runtime)
             for key, members in wanted.items():
                 if self.scheduler.get_job(GROUP_JOB + key) is not None:
-                    continue  # the key holds the interval: an existing job keeps its place
+                    continue  # same key, same interval: an existing job keeps its place
                 interval = runtime[members[0]].rule.interval
                 anchor = now + spread_offset(key, interval)
                 self._anchors[key] = (anchor, interval)
@@ -92,6 +111,16 @@ class GroupJobs:
                     misfire_grace_time=max(1, int(seconds / 2)),
                     next_run_time=anchor,
                 )
+
+    def _keeps(
+        self, key: str, wanted: Mapping[str, tuple[str, ...]], runtime: Mapping[str, RuntimeRule]
+    ) -> bool:
+        """Whether a group's job stays: the group is still wanted at the interval it was placed in
+        (a Prometheus shard's key names its interval; a SQL or drift rule may change its own)."""
+        if key not in wanted:
+            return False
+        placed = self._anchors.get(key)
+        return placed is None or placed[1] == runtime[wanted[key][0]].rule.interval
 
     def members(self, key: str) -> tuple[str, ...]:
         return self._groups.get(key, ())

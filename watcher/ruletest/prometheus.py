@@ -139,10 +139,11 @@ class LocalPrometheus:
             return PrometheusUnavailable(f"{binary} is missing (Debian/Ubuntu package 'prometheus')")
         failure = PrometheusUnavailable("Prometheus did not start")
         for _ in range(1 if self._port_fixed else _PORT_ATTEMPTS):
-            failure = self._start_once(binary, ready_within) or failure
-            if self.running:
+            started = self._start_once(binary, ready_within)
+            if started is None:
                 self._port_fixed = True  # a restart comes back where clients look for it
                 return None
+            failure = started
             if "address already in use" not in failure.reason:
                 break
             self.port = free_port()
