@@ -4,54 +4,28 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess, evaluations, wait_for
-from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
+from tests.support.daemon import FAST_RULES, DaemonProcess, Db, evaluations, fast_workspace, wait_for
+from tests.support.slow_switch import finished_intent, slow_switch_stand
 from watcher.model import RollbackStatus, RuleState
 from watcher.store import migrate
-from watcher.store.database import open_engine
-from watcher.store.queue import WorkQueue
-from watcher.store.repository import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RULE = "fraud-detector/error-rate"
-FAST_RULES = DEFAULT_RULES.replace("for: 2m", "for: 6s").replace("every: 30s", "every: 1s")
-
-
-def _workspace(tmp_path: Path, template: Path, url: str, rules: str = FAST_RULES, **kw: str) -> Workspace:
-    return make_workspace(
-        tmp_path / "ws",
-        template,
-        url,
-        rules=rules,
-        every="1s",
-        timeout="500ms",
-        verify_after=kw.pop("verify_after", "2s"),
-        **kw,
-    )
-
-
-class Db:
-    def __init__(self, url: str) -> None:
-        self.engine = open_engine(url)
-        self.store = Store(self.engine)
-        self.queue = WorkQueue(self.store)
-
-    def close(self) -> None:
-        self.engine.dispose()
 
 
 def test_kill9_while_pending_keeps_state_and_fires_once(
     tmp_path: Path, registry_template: Path, database_url: str
 ) -> None:
-    ws = _workspace(tmp_path, registry_template, database_url, rules=FAST_RULES.replace("for: 6s", "for: 8s"))
+    ws = fast_workspace(
+        tmp_path, registry_template, database_url, rules=FAST_RULES.replace("for: 6s", "for: 8s")
+    )
     ws.set_value(0.2)
     daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
     db = Db(database_url)
@@ -83,7 +57,7 @@ def test_crash_around_the_adapter_rolls_back_exactly_once(
     tmp_path: Path, registry_template: Path, failpoint: str
 ) -> None:
     url = f"sqlite:///{tmp_path / 'watcher.db'}"
-    ws = _workspace(tmp_path, registry_template, url, rules=FAST_RULES.replace("for: 6s", "for: 1s"))
+    ws = fast_workspace(tmp_path, registry_template, url, rules=FAST_RULES.replace("for: 6s", "for: 1s"))
     ws.set_value(0.2)
     crashing = DaemonProcess(ws.config_path, tmp_path / "daemon.log", env={"WATCHER_FAILPOINTS": failpoint})
     assert crashing.wait_exit(timeout=90) == 137
@@ -94,7 +68,7 @@ def test_crash_around_the_adapter_rolls_back_exactly_once(
         assert ws.champion() == ("3" if failpoint == "before_adapter" else "2")
         daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
         try:
-            done = wait_for(lambda: _finished(db), what="the intent to finish", timeout=90)
+            done = wait_for(lambda: finished_intent(db), what="the intent to finish", timeout=90)
             assert done.status is RollbackStatus.SUCCEEDED
             assert ws.champion() == "2"
             assert len(db.queue.intents()) == 1
@@ -112,30 +86,6 @@ def test_crash_around_the_adapter_rolls_back_exactly_once(
         db.close()
 
 
-def _finished(db: Db) -> object:
-    intents = db.queue.intents()
-    return intents[0] if intents and intents[0].status is not RollbackStatus.RUNNING else None
-
-
-COMMAND_TARGET = """\
-  slow-prod:
-    adapter: command
-    argv: ["{python}", "{script}", "{{{{ to_version }}}}"]
-    live_argv: ["{python}", "-c", "print(open('{live}').read().strip())"]
-    timeout: 30s
-"""
-
-SLOW_SWITCH = """\
-import os, sys, time
-here = os.path.dirname(os.path.abspath(__file__))
-open(os.path.join(here, "started.pid"), "w").write(str(os.getpid()))
-time.sleep(float(open(os.path.join(here, "delay")).read()))
-with open(os.path.join(here, "switches.log"), "a") as log:
-    log.write(sys.argv[1] + "\\n")
-open(os.path.join(here, "live"), "w").write(sys.argv[1])
-"""
-
-
 @pytest.mark.parametrize("orphan", ["finishes", "dies"])
 def test_kill9_during_a_slow_adapter_call_rolls_back_once(
     tmp_path: Path, registry_template: Path, orphan: str
@@ -143,36 +93,21 @@ def test_kill9_during_a_slow_adapter_call_rolls_back_once(
     """The daemon dies while the adapter's command runs. Either the command still completes (the
     restart finds the target switched and records it) or it dies too (the restart switches again):
     in both cases the switch happens exactly once and the audit trail is complete."""
-    url = f"sqlite:///{tmp_path / 'watcher.db'}"
-    switch = tmp_path / "switch"
-    switch.mkdir()
-    (switch / "switch.py").write_text(SLOW_SWITCH)
-    (switch / "live").write_text("7")
-    (switch / "delay").write_text("2" if orphan == "finishes" else "600")
-    target = COMMAND_TARGET.format(python=sys.executable, script=switch / "switch.py", live=switch / "live")
-    rules = FAST_RULES.replace("target: fraud-prod", "target: slow-prod").replace("for: 6s", "for: 1s")
-    ws = _workspace(tmp_path, registry_template, url, rules=rules)
-    ws.config_path.write_text(ws.config_path.read_text().replace("targets:\n", "targets:\n" + target))
-    db = Db(url)
-    migrate.upgrade(db.engine)
-    now = datetime.now(UTC)
-    with db.store.transaction() as tx:  # version 6 was live for two hours without incident
-        tx.record_live_version("slow-prod", "6", now - timedelta(hours=3))
-        tx.record_live_version("slow-prod", "6", now - timedelta(hours=1))
-    ws.set_value(0.2)
+    stand = slow_switch_stand(tmp_path, registry_template, delay=2 if orphan == "finishes" else 600)
+    ws, switch, db = stand.workspace, stand.switch, stand.db
     daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
     try:
-        pid = int(wait_for(lambda: (switch / "started.pid").read_text(), what="the command to start"))
+        pid = int(wait_for(switch.started_pid, what="the command to start"))
         daemon.kill9()
         if orphan == "finishes":
-            wait_for(lambda: (switch / "live").read_text() == "6", what="the orphaned command to finish")
+            wait_for(lambda: switch.live() == "6", what="the orphaned command to finish")
         else:
             os.kill(pid, signal.SIGKILL)
-        (switch / "delay").write_text("0")
+        switch.set_delay(0)
         daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
-        done = wait_for(lambda: _finished(db), what="the intent to finish", timeout=90)
+        done = wait_for(lambda: finished_intent(db), what="the intent to finish", timeout=90)
         assert done.status is RollbackStatus.SUCCEEDED
-        assert (switch / "switches.log").read_text().split() == ["6"]
+        assert switch.switches() == ["6"]
         kinds = [e.kind for e in db.store.audit_events()]
         assert kinds.count("rollback_requested") == 1 and kinds.count("rollback_succeeded") == 1
         assert daemon.terminate() == 0
@@ -184,7 +119,7 @@ def test_kill9_during_a_slow_adapter_call_rolls_back_once(
 
 def test_bad_rule_file_dropped_in_keeps_good_rules_running(tmp_path: Path, registry_template: Path) -> None:
     url = f"sqlite:///{tmp_path / 'watcher.db'}"
-    ws = _workspace(tmp_path, registry_template, url)
+    ws = fast_workspace(tmp_path, registry_template, url)
     db = Db(url)
     daemon = DaemonProcess(ws.config_path, tmp_path / "daemon.log")
     try:
@@ -228,7 +163,7 @@ def test_systemd_ready_and_watchdog_notifications(tmp_path: Path, registry_templ
     import socket as sock
 
     url = f"sqlite:///{tmp_path / 'watcher.db'}"
-    ws = _workspace(tmp_path, registry_template, url)
+    ws = fast_workspace(tmp_path, registry_template, url)
     address = str(tmp_path / "notify.sock")
     receiver = sock.socket(sock.AF_UNIX, sock.SOCK_DGRAM)
     receiver.bind(address)
@@ -259,7 +194,7 @@ def test_reload_keeps_state_unless_query_or_threshold_changed(
     from watcher.targets import TargetRegistry
 
     url = f"sqlite:///{tmp_path / 'watcher.db'}"
-    ws = _workspace(tmp_path, registry_template, url)
+    ws = fast_workspace(tmp_path, registry_template, url)
     config = ws.config()
     db = Db(url)
     migrate.upgrade(db.engine)

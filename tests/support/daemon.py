@@ -11,8 +11,42 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from tests.support.workspace import DEFAULT_RULES, Workspace, make_workspace
+from watcher.store.database import open_engine
+from watcher.store.queue import WorkQueue
+from watcher.store.repository import Store
+
 WATCHER = Path(sys.executable).parent / "watcher"
 T = TypeVar("T")
+
+# The workspace's rule, evaluated every second and firing after 6 s of breach.
+FAST_RULES = DEFAULT_RULES.replace("for: 2m", "for: 6s").replace("every: 30s", "every: 1s")
+
+
+def fast_workspace(tmp_path: Path, template: Path, url: str, rules: str = FAST_RULES, **kw: str) -> Workspace:
+    """A workspace in `tmp_path/ws` paced for a daemon under test: 1 s evaluations, 2 s verification."""
+    return make_workspace(
+        tmp_path / "ws",
+        template,
+        url,
+        rules=rules,
+        every="1s",
+        timeout="500ms",
+        verify_after=kw.pop("verify_after", "2s"),
+        **kw,
+    )
+
+
+class Db:
+    """The daemon's database as the test reads it, beside the running process."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = open_engine(url)
+        self.store = Store(self.engine)
+        self.queue = WorkQueue(self.store)
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
 class DaemonProcess:
