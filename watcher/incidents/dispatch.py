@@ -80,22 +80,9 @@ class RollbackDispatcher:
             adapter = self.targets.adapter(intent.target)
         except LookupError as error:
             return self._finish(intent, RollbackStatus.FAILED, f"unknown target: {error}", now)
-        live = adapter.live_version()
-        if isinstance(live, LiveVersion) and live.version == intent.to_version:
-            detail = "the target already serves the version asked for"
-            if intent.attempts > 1:
-                detail = "reconciled after a restart: " + detail
-            return self._finish(intent, RollbackStatus.SUCCEEDED, detail, now)
-        if isinstance(live, AdapterFailure) and live.retryable:
-            return self._retry_or_fail(intent, f"live version unknown: {live.message}", now)
-        if isinstance(live, LiveVersion) and live.version != intent.from_version:
-            detail = (
-                f"{intent.target} serves {live.version}, no longer {intent.from_version}: "
-                "reconciled, nothing done"
-            )
-            return self._finish(
-                intent, RollbackStatus.REFUSED, detail, now, record={"live_before": live.version}
-            )
+        settled = self._settled_by_live_version(intent, adapter.live_version(), now)
+        if settled is not None:
+            return settled
         preflight = adapter.preflight(intent.to_version)
         if not preflight.ok:
             return self._finish(
@@ -125,6 +112,28 @@ class RollbackDispatcher:
         if failure is not None and failure.retryable:
             return self._retry_or_fail(intent, message, now)
         return self._finish(intent, RollbackStatus.FAILED, message, now, record=outcome.record)
+
+    def _settled_by_live_version(
+        self, intent: RollbackIntent, live: LiveVersion | AdapterFailure, now: datetime
+    ) -> DispatchResult | None:
+        """What the live version decides before any change: already done (a crash after the
+        adapter succeeded), unknown for now, or moved on by someone else (reconciled, never done)."""
+        if isinstance(live, LiveVersion) and live.version == intent.to_version:
+            detail = "the target already serves the version asked for"
+            if intent.attempts > 1:
+                detail = "reconciled after a restart: " + detail
+            return self._finish(intent, RollbackStatus.SUCCEEDED, detail, now)
+        if isinstance(live, AdapterFailure) and live.retryable:
+            return self._retry_or_fail(intent, f"live version unknown: {live.message}", now)
+        if isinstance(live, LiveVersion) and live.version != intent.from_version:
+            detail = (
+                f"{intent.target} serves {live.version}, no longer {intent.from_version}: "
+                "reconciled, nothing done"
+            )
+            return self._finish(
+                intent, RollbackStatus.REFUSED, detail, now, record={"live_before": live.version}
+            )
+        return None
 
     def _retry_or_fail(self, intent: RollbackIntent, detail: str, now: datetime) -> DispatchResult:
         next_at = self.retry_policy.next_attempt_at(intent.attempts, now)
