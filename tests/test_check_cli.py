@@ -200,7 +200,7 @@ def test_the_installed_command_checks_the_example_project() -> None:
         [str(watcher), "check"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
-    assert done.stderr.splitlines()[-1] == "5 files, 10 rules, 0 findings"
+    assert done.stderr.splitlines()[-1] == "5 files, 11 rules, 0 findings"
 
 
 def test_the_installed_command_reports_findings_and_exit_1(tmp_path: Path) -> None:

@@ -281,7 +281,10 @@ def test_the_example_rules_load_against_the_example_configuration() -> None:
         "recommender",
     }
     fraud = {rule.name: rule for rule in result.rules.values() if rule.model == "fraud-detector"}
-    assert sorted(fraud) == ["accuracy-1h", "error-rate", "input-drift", "negative-feedback", "p99-latency"]
+    assert sorted(fraud) == [
+        *("accuracy-1h", "error-rate", "input-drift"),
+        *("live-version-errors", "negative-feedback", "p99-latency"),
+    ]
     assert all(rule.target == "fraud-prod" for rule in fraud.values())
     assert "model_request_seconds_bucket" in (fraud["p99-latency"].prometheus or "")
     assert "[1m]" in (fraud["error-rate"].prometheus or "")

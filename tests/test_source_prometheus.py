@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import StartPrometheus, start_prometheus_in
 from tests.support.prometheus import MetricsExporter, PrometheusServer, Series
 from tests.support.slow_server import CannedHttpServer, SlowHttpServer
-from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
+from watcher.model import ErrorKind, NoData, SeriesValues, SourceAnswer, SourceError, Value
 from watcher.ruletest.prometheus import free_port
 from watcher.sources.prometheus import PrometheusClient, PrometheusSource
 
@@ -90,7 +90,7 @@ def measure(
     at: datetime,
     min_samples_query: str | None = None,
     min_samples: float | None = None,
-) -> Measurement:
+) -> SourceAnswer:
     return PrometheusSource(client, query, min_samples_query, min_samples).measure(at)
 
 
@@ -142,14 +142,15 @@ def test_scalar_result_is_a_value(client: PrometheusClient) -> None:
     assert result.value == pytest.approx(100 / 60)
 
 
-def test_several_series_are_an_error(client: PrometheusClient) -> None:
+def test_several_series_are_one_measurement_per_series(client: PrometheusClient) -> None:
     result = measure(client, f"rate(requests_total{{{MODEL}}}[5m])", T0 + timedelta(minutes=20))
 
-    assert isinstance(result, SourceError)
-    assert result.kind is ErrorKind.BAD_ANSWER
-    assert not result.retryable
-    assert "2 series" in result.message
-    assert "aggregate" in result.message
+    # Each series is an instance of the rule (SPEC.md section 2, rules over many series).
+    assert isinstance(result, SeriesValues)
+    assert len(result.series) > 1
+    for item in result.series:
+        assert isinstance(item.measurement, Value) and item.measurement.labels == item.labels
+        assert item.labels["model"] == "fraud-detector"
 
 
 def test_empty_vector_is_no_data(client: PrometheusClient) -> None:

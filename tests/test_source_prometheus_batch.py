@@ -20,7 +20,7 @@ from tests.test_source_prometheus import (
     TIMEOUT,
     backfilled,
 )
-from watcher.model import ErrorKind, NoData, SourceError, Value
+from watcher.model import ErrorKind, NoData, SeriesValues, SourceError, Value
 from watcher.ruletest.prometheus import free_port
 from watcher.sources.base import QueryScope, measure_together
 from watcher.sources.prometheus import PrometheusClient, PrometheusSource
@@ -90,13 +90,17 @@ def test_a_batch_answers_what_each_query_answers_alone_in_one_request(client: Pr
     assert together == alone
     assert requests() == 1  # nine rules, seven distinct queries, one request
     kinds = [type(measurement).__name__ for measurement in together]
-    assert kinds == ["Value", "Value", "Value", "SourceError", "NoData", "NoData", "Value", "Value", "NoData"]
+    assert kinds == [
+        *("Value", "Value", "Value", "SeriesValues"),
+        *("NoData", "NoData", "Value", "Value", "NoData"),
+    ]
     raw = together[2]
     assert isinstance(raw, Value)
     assert BATCH_LABEL not in raw.labels
     assert raw.labels["__name__"] == "request_seconds_count"
-    several = together[3]
-    assert isinstance(several, SourceError) and "returned 2 series" in several.message
+    several = together[3]  # one measurement per series: each an instance of its rule
+    assert isinstance(several, SeriesValues) and len(several.series) == 2
+    assert all(BATCH_LABEL not in item.labels and "code" in item.labels for item in several.series)
 
 
 def test_a_query_that_does_not_parse_is_never_sent_and_a_scalar_goes_alone(client: PrometheusClient) -> None:

@@ -91,6 +91,12 @@ class Metrics:
             "Scheduled evaluations skipped because the previous one was still running or late.",
             ["rule"],
         )
+        self._instance_problems = self._counter(
+            "watcher_rule_instance_problems",
+            "Series of a rule over many series that could not be an instance (a label its model or "
+            "target is built from is missing, or the name built is not valid).",
+            ["rule"],
+        )
 
     def _define_daemon_metrics(self) -> None:
         self._rollbacks = self._counter(
@@ -150,6 +156,9 @@ class Metrics:
             series.state = current
         series.unhealthy.set(1 if transition.current.unhealthy else 0)
         series.settling.set(1 if transition.current.settling else 0)
+
+    def instance_problem(self, rule_id: str) -> None:
+        self._instance_problems.labels(rule=rule_id).inc()
 
     def missed_run(self, rule_id: str) -> None:
         self._rule(rule_id).missed.inc()

@@ -121,6 +121,26 @@ Measurement = Value | NoData | SourceError
 
 
 @dataclass(frozen=True)
+class SeriesMeasurement:
+    """One series of a query's answer: what its rule instance measured."""
+
+    labels: Mapping[str, str]
+    measurement: Measurement
+
+
+@dataclass(frozen=True)
+class SeriesValues:
+    """A query's answer of several series (or of a rule built per series): one measurement per
+    series, each for its own instance of the rule (SPEC.md section 2, rules over many series)."""
+
+    series: tuple[SeriesMeasurement, ...]
+
+
+# What a source answers: one measurement, or one per series.
+SourceAnswer = Measurement | SeriesValues
+
+
+@dataclass(frozen=True)
 class TimeWindow:
     """The window a SQL or drift query covers, bound as :window_start / :window_end (UTC)."""
 

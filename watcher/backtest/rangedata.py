@@ -24,7 +24,7 @@ from urllib3.util import Retry
 
 from watcher.backtest.clock import TimeRange, moments
 from watcher.logs import redact
-from watcher.model import ErrorKind, Measurement, SourceError
+from watcher.model import ErrorKind, Measurement, SourceAnswer, SourceError
 from watcher.sources.prometheus import InstantVector, PrometheusSource, QueryResult, Sample
 
 MAX_POINTS = 11_000  # Prometheus' limit of points per series in one range query
@@ -154,10 +154,10 @@ class HistoryBatch:
     def keys(self, source: PrometheusSource) -> list[SeriesKey]:
         return [(query, self.step) for query in source.queries]
 
-    def measure_many(self, sources: Sequence[PrometheusSource], at: datetime, *_: Any) -> list[Measurement]:
+    def measure_many(self, sources: Sequence[PrometheusSource], at: datetime, *_: Any) -> list[SourceAnswer]:
         return [self._measure(source, at) for source in sources]
 
-    def _measure(self, source: PrometheusSource, at: datetime) -> Measurement:
+    def _measure(self, source: PrometheusSource, at: datetime) -> SourceAnswer:
         blocked = self.guard(source)
         if blocked is not None:
             return blocked

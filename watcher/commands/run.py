@@ -113,16 +113,43 @@ def _runtime_rule(config: Any, rule_id: str) -> Any:
 
 
 def _evaluate(config: Any, runtime: Any, at: datetime) -> dict[str, Any]:
-    """Evaluate as the engine would (attributed, scoped to the live version), acting on nothing."""
-    from watcher.decisions.evaluation import RuleStatus, step
+    """Evaluate as the engine would (attributed, scoped to the live version), acting on nothing.
+    A rule over many series reports each instance."""
+    from dataclasses import replace
+
     from watcher.engine.tick import scope_of
-    from watcher.model import NoData, SourceError, Value
+    from watcher.model import SeriesValues
+    from watcher.rules.instances import InstanceProblem, instance_of, is_vector_rule
     from watcher.sources.base import measure_together
 
+    attribution = None if is_vector_rule(runtime.rule) else _attribution(config, runtime, at)
+    [answer] = measure_together([runtime.source], at, [scope_of(attribution)])
+    if not isinstance(answer, SeriesValues):
+        return _evaluate_one(config, runtime, answer, attribution, at)
+    instances: list[dict[str, Any]] = []
+    for item in answer.series:
+        rule = instance_of(runtime.rule, item.labels)
+        if isinstance(rule, InstanceProblem):
+            instances.append({"rule": rule.instance_id, "error": {"kind": "config", "message": rule.message}})
+            continue
+        instance = replace(runtime, rule=rule)
+        instances.append(
+            _evaluate_one(config, instance, item.measurement, _attribution(config, instance, at), at)
+        )
+    return {"rule": runtime.rule.id, "at": at.isoformat(), "instances": instances}
+
+
+def _evaluate_one(
+    config: Any, runtime: Any, measurement: Any, attribution: Any, at: datetime
+) -> dict[str, Any]:
+    from watcher.decisions.evaluation import RuleStatus, step
+    from watcher.model import ErrorKind, NoData, SourceError, Value
+
     rule = runtime.rule
+    if rule.target is not None and rule.target not in config.targets:
+        measurement = SourceError(ErrorKind.CONFIG, f"target '{rule.target}' is not in watcher.yaml", False)
+        attribution = None
     previous = _stored_status(config.database, rule.id, rule.state_hash) or RuleStatus()
-    attribution = _attribution(config, runtime, at)
-    [measurement] = measure_together([runtime.source], at, [scope_of(attribution)])
     transition = step(previous, measurement, runtime.policy, at, attribution)
     value = measurement.value if isinstance(measurement, Value) else None
     samples = measurement.samples if isinstance(measurement, Value) else None
@@ -156,7 +183,7 @@ def _attribution(config: Any, runtime: Any, at: datetime) -> Any:
     from watcher.targets import TargetRegistry
 
     target = runtime.rule.target
-    if target is None:
+    if target is None or target not in config.targets:
         return None
     live = TargetRegistry(config.targets, config.base_dir).live_version(target)
     return attribute(_stored_history(config.database, target), live, runtime.lookback, at)
@@ -177,6 +204,15 @@ def _version_report(attribution: Any) -> dict[str, Any] | None:
 
 
 def _print_report(report: dict[str, Any]) -> None:
+    if "instances" in report:
+        print(f"instances: {len(report['instances'])}")
+        for instance in report["instances"]:
+            print(f"instance: {instance['rule']}")
+            if "value" in instance:
+                _print_report(instance)
+            else:
+                print(f"error: {instance['error']['kind']}: {instance['error']['message']}")
+        return
     print(f"value: {'none' if report['value'] is None else repr(report['value'])}")
     print(f"samples: {'none' if report['samples'] is None else repr(report['samples'])}")
     print(f"outcome: {report['outcome']}")

@@ -88,6 +88,7 @@ def build_source(
     Prometheus sources given a `prometheus_batch` (of the same client) are measured together."""
     timeout = config.evaluation.timeout
     if rule.prometheus is not None:
+        from watcher.rules.instances import is_vector_rule
         from watcher.rules.rulefmt import MinSamplesQuery
         from watcher.sources.prometheus import PrometheusClient, PrometheusSource
 
@@ -104,6 +105,7 @@ def build_source(
             min_samples_query=min_query.prometheus if min_query else None,
             min_samples=min_query.at_least if min_query else _min_samples_count(rule),
             batch=prometheus_batch,
+            vector=is_vector_rule(rule),
         )
     if rule.sql is not None:
         from watcher.sources.sql import SqlSource

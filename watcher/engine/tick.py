@@ -21,10 +21,22 @@ from watcher.decisions.attribution import Attribution
 from watcher.decisions.evaluation import RuleStatus, Transition, TransitionReason, step
 from watcher.decisions.known_good import choose_rollback_version
 from watcher.decisions.safety import SafetyPolicy, TargetRollbackHistory, decide
+from watcher.engine.series import SeriesBook
 from watcher.engine.versions import VersionBook
 from watcher.incidents import flow as incident_flow
 from watcher.incidents import follow as incident_follow
-from watcher.model import IncidentStatus, Measurement, Outcome, RuleState, SourceError
+from watcher.model import (
+    ErrorKind,
+    IncidentStatus,
+    Measurement,
+    NoData,
+    Outcome,
+    RuleState,
+    SeriesValues,
+    SourceAnswer,
+    SourceError,
+)
+from watcher.rules.instances import InstanceProblem, is_vector_rule
 from watcher.sources.base import QueryScope, measure_together
 from watcher.store.queue import WorkQueue
 from watcher.store.repository import Store
@@ -85,22 +97,33 @@ class Engine:
         self.metrics = metrics
         self.dry_run = dry_run
         self.versions = VersionBook(store)
+        self.series = SeriesBook()
         self._statuses: dict[str, RuleStatus] = {}
         self._open_incident_rules: set[str] = set()
         self._persisted_at: dict[str, datetime] = {}
         self._lock = threading.Lock()
 
     def load_states(self, rules: dict[str, RuntimeRule]) -> None:
-        """Restore rule states: a rule keeps its state while its query and threshold are unchanged."""
+        """Restore rule states: a rule keeps its state while its query and threshold are unchanged;
+        so do the instances of a rule over many series (their ids start with the rule's)."""
         stored = self.store.rule_states()
         open_rules = self.store.rules_in_open_incidents()
+        statuses: dict[str, RuleStatus] = {}
+        for rule_id, runtime in rules.items():
+            if rule_id in stored and stored[rule_id].state_hash == runtime.rule.state_hash:
+                statuses[rule_id] = stored[rule_id].status
+            if runtime.rule.prometheus is None:
+                continue
+            instances = [
+                key
+                for key, state in stored.items()
+                if key.startswith(rule_id + "{") and state.state_hash == runtime.rule.state_hash
+            ]
+            self.series.restore(runtime, instances)
+            statuses.update((key, stored[key].status) for key in instances)
         with self._lock:
             self._open_incident_rules = open_rules
-            self._statuses = {
-                rule_id: stored[rule_id].status
-                for rule_id, runtime in rules.items()
-                if rule_id in stored and stored[rule_id].state_hash == runtime.rule.state_hash
-            }
+            self._statuses = statuses
 
     def carry_states(self, rules: dict[str, RuntimeRule], previous: dict[str, RuntimeRule]) -> None:
         """On reload: drop the state of rules that went away or whose query/threshold changed."""
@@ -108,8 +131,11 @@ class Engine:
             for rule_id in list(self._statuses):
                 old = previous.get(rule_id)
                 new = rules.get(rule_id)
+                parent = rule_id.split("{", 1)[0]  # an instance goes with its rule
+                old, new = previous.get(parent), rules.get(parent)
                 if new is None or old is None or old.rule.state_hash != new.rule.state_hash:
                     del self._statuses[rule_id]
+        self.series.forget_rules(rules)
 
     def status(self, rule_id: str) -> RuleStatus:
         with self._lock:
@@ -122,6 +148,8 @@ class Engine:
         is recorded: it counts as live since before watcher looked, so a fresh start has no blind
         spot and an episode begun now is on a known version."""
         target = runtime.rule.target
+        if is_vector_rule(runtime.rule):
+            return None  # its target is built per series: each instance is attributed on its own
         if target is not None and self.versions.live(target, now) is None:
             live = self.targets.live_version(target)
             if live is not None:
@@ -133,7 +161,7 @@ class Engine:
 
     def measure_group(
         self, runtimes: Sequence[RuntimeRule], now: datetime
-    ) -> tuple[list[Measurement], list[Attribution | None], float]:
+    ) -> tuple[list[SourceAnswer], list[Attribution | None], float]:
         """Measure a group of rules at `now` (Prometheus rules sharing a request), each scoped to
         its target's live version; with the attributions and each rule's share of the time."""
         started = time.perf_counter()
@@ -153,9 +181,12 @@ class Engine:
             return []
         results: list[TickResult] = []
         quiet_writes: list[QuietWrite] = []
-        for runtime, measurement, attribution in zip(runtimes, measurements, attributions, strict=True):
+        for runtime, answer, attribution in zip(runtimes, measurements, attributions, strict=True):
             try:
-                results.append(self.settle(runtime, measurement, now, share, quiet_writes, attribution))
+                if isinstance(answer, SeriesValues) or is_vector_rule(runtime.rule):
+                    results += self.settle_series(runtime, answer, now, share, quiet_writes)
+                else:
+                    results.append(self.settle(runtime, answer, now, share, quiet_writes, attribution))
             except Exception:
                 log.exception(
                     "tick of %s failed", runtime.id, extra={"event": "tick_failed", "rule": runtime.id}
@@ -212,6 +243,59 @@ class Engine:
             self.metrics.observe_tick(rule.id, transition, seconds)
         self._log(rule.id, measurement, transition)
         return TickResult(rule.id, measurement, transition, opened, seconds, attribution)
+
+    def settle_series(
+        self,
+        runtime: RuntimeRule,
+        answer: SourceAnswer,
+        now: datetime,
+        share: float,
+        quiet_writes: list[QuietWrite] | None = None,
+    ) -> list[TickResult]:
+        """Settle each instance of a rule over many series on its own series' measurement.
+
+        An error or no data for the whole query reaches every known instance as it is; an
+        instance whose series is missing is held, then resolved (see engine.series); one whose
+        target is not configured is an error for that instance alone."""
+        if not isinstance(answer, SeriesValues):
+            return [
+                self._settle_instance(i, answer, now, share, quiet_writes) for i in self.series.known(runtime)
+            ]
+        results: list[TickResult] = []
+        seen: set[str] = set()
+        for item in answer.series:
+            instance = self.series.instance(runtime, item.labels)
+            if isinstance(instance, InstanceProblem):
+                log.warning(
+                    "%s: %s", instance.instance_id, instance.message, extra={"event": "instance_problem"}
+                )
+                if self.metrics is not None:
+                    self.metrics.instance_problem(runtime.rule.id)
+                continue
+            seen.add(instance.id)
+            results.append(self._settle_instance(instance, item.measurement, now, share, quiet_writes))
+        for absent in self.series.missing(runtime, seen):
+            gone = NoData(
+                "its series is gone" if absent.vanished else "its series is missing from the answer"
+            )
+            results.append(self._settle_instance(absent.runtime, gone, now, share, quiet_writes))
+        return results
+
+    def _settle_instance(
+        self,
+        instance: RuntimeRule,
+        measurement: Measurement,
+        now: datetime,
+        share: float,
+        quiet_writes: list[QuietWrite] | None,
+    ) -> TickResult:
+        target = instance.rule.target
+        if target is not None and target not in self.targets.names:
+            # Never silently dropped: an error of this instance, logged, counted, shown by eval.
+            message = f"target '{target}' is not in watcher.yaml"
+            measurement = SourceError(ErrorKind.CONFIG, message, retryable=False)
+            return self.settle(instance, measurement, now, share, quiet_writes, None)
+        return self.settle(instance, measurement, now, share, quiet_writes, self.attribution(instance, now))
 
     def _record_new_version(
         self, runtime: RuntimeRule, live: str | None, now: datetime

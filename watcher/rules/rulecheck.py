@@ -15,6 +15,7 @@ from watcher.model import Action
 from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration, parse_duration
 from watcher.rules.findings import Finding, did_you_mean, fragment
+from watcher.rules.name_templates import is_template
 from watcher.rules.promql import PromqlProblem, parse_query
 from watcher.rules.templates import template_problems
 from watcher.rules.yamlsafe import TreePath, YamlDocument
@@ -128,8 +129,8 @@ def _exactly_one(raw: dict[str, Any], keys: Sequence[str], at: Any, what: str) -
 
 def _target_findings(doc: YamlDocument, path: TreePath, config: WatcherConfig) -> list[Finding]:
     target = doc.get(path) if path in doc.values else None
-    if not isinstance(target, str) or target in config.targets:
-        return []
+    if not isinstance(target, str) or target in config.targets or is_template(target):
+        return []  # a target built per series is checked per instance, when the series is known
     known = ", ".join(sorted(config.targets)) or "none"
     line, column = doc.position(path)
     hint = did_you_mean(target, list(config.targets))

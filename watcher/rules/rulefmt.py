@@ -44,6 +44,7 @@ from watcher.rules.config import (
 from watcher.rules.discovery import discover_rule_files
 from watcher.rules.durations import Duration, PositiveDuration
 from watcher.rules.findings import Finding, fragment, sorted_findings, validation_findings
+from watcher.rules.name_templates import is_template, valid_template
 from watcher.rules.rulecheck import semantic_findings
 from watcher.rules.yamlsafe import YamlDocument, YamlFailure, load_mapping_document, without_repeats
 
@@ -64,6 +65,21 @@ def _label_name(value: str) -> str:
 
 
 Name = Annotated[StrictStr, AfterValidator(_name)]
+
+
+def _name_or_template(value: str) -> str:
+    if is_template(value):
+        if not valid_template(value):
+            raise ValueError(
+                f"'{fragment(value)}' is not a valid name template: use name characters and "
+                "{{ labels.NAME }} only"
+            )
+        return value
+    return _name(value)
+
+
+# A model or target that may be built from a series' labels (see watcher.rules.instances).
+NameOrTemplate = Annotated[StrictStr, AfterValidator(_name_or_template)]
 Labels = dict[Annotated[StrictStr, AfterValidator(_label_name)], StrictStr]
 Number = Annotated[float, Strict()]  # an int is a number too; "0.5" and true are not
 
@@ -146,7 +162,7 @@ class RuleSpec(FrozenModel):
 
     name: Name
     signal: Signal
-    target: Name | None = None
+    target: NameOrTemplate | None = None
     prometheus: StrictStr | None = Field(default=None, min_length=1)
     sql: SqlQuery | None = None
     drift: DriftSpec | None = None
@@ -164,8 +180,8 @@ class RuleSpec(FrozenModel):
 
 
 class RuleFileSpec(FrozenModel):
-    model: Name
-    target: Name | None = None
+    model: NameOrTemplate
+    target: NameOrTemplate | None = None
     labels: Labels = Field(default_factory=dict)
     rules: tuple[RuleSpec, ...]
 
@@ -196,10 +212,12 @@ class Rule:
     column: int = 1
     content_hash: str = ""  # everything that defines the rule
     state_hash: str = ""  # what lets its state carry over a reload: source(s) and comparison
+    key: str = ""  # the id when it is not model/name: a templated model, or an instance
+    series: Mapping[str, str] = field(default_factory=dict, hash=False)  # an instance's labels
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.name}"
+        return self.key or f"{self.model}/{self.name}"
 
     @property
     def threshold(self) -> float:
@@ -308,6 +326,8 @@ def _rule(doc: YamlDocument, index: int, file: RuleFileSpec, spec: RuleSpec, con
         file=doc.path,
         line=line,
         column=column,
+        # No one model names a rule whose model is built per series: its file does.
+        key=f"{doc.path.stem}/{spec.name}" if is_template(file.model) else "",
     )
     return _with_hashes(rule)
 

@@ -67,7 +67,7 @@ from typing import TextIO
 from watcher.commands.common import EXIT_FINDINGS, EXIT_OK, EXIT_USAGE
 from watcher.decisions.evaluation import RulePolicy, RuleStatus, step
 from watcher.engine.bind import build_source, policy_for
-from watcher.model import Measurement, NoData, Value
+from watcher.model import ErrorKind, Measurement, NoData, SeriesValues, SourceAnswer, SourceError, Value
 from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration, parse_duration
 from watcher.rules.findings import Finding
@@ -169,6 +169,14 @@ def _run_case(
     return CaseResult(case.name, check_case(case, timelines))
 
 
+def one_measurement(answer: SourceAnswer) -> Measurement:
+    """Rule unit tests follow one series per rule: several are an error the test shows."""
+    if isinstance(answer, SeriesValues):
+        message = f"the query returned {len(answer.series)} series; rule tests follow one series per rule"
+        return SourceError(ErrorKind.BAD_ANSWER, message, retryable=False)
+    return answer
+
+
 def simulate(
     rule: Rule, source: Source, policy: RulePolicy, start: datetime, interval: timedelta, end: timedelta
 ) -> Timeline:
@@ -177,7 +185,7 @@ def simulate(
     evaluations: list[Evaluation] = []
     offset = timedelta(0)
     while offset <= end:
-        measurement = source.measure(start + offset)
+        measurement = one_measurement(source.measure(start + offset))
         transition = step(status, measurement, policy, start + offset)
         evaluations.append(Evaluation(offset, measurement, transition))
         status = transition.current

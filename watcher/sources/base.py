@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from watcher.model import Measurement
+from watcher.model import SourceAnswer
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ NO_SCOPE = QueryScope()
 
 
 class Source(Protocol):
-    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> SourceAnswer:
         """Measure as of `at` (timezone-aware UTC) within `scope`. Expected failures are returned,
         never raised."""
         ...
@@ -40,7 +40,7 @@ class SourceBatch(Protocol):
 
     def measure_many(
         self, sources: Sequence[Any], at: datetime, scopes: Sequence[QueryScope] | None = None
-    ) -> list[Measurement]:
+    ) -> list[SourceAnswer]:
         """One measurement per source, in order; the same as each source's own
         `measure(at, scope)`."""
         ...
@@ -48,10 +48,10 @@ class SourceBatch(Protocol):
 
 def measure_together(
     sources: Sequence[Source], at: datetime, scopes: Sequence[QueryScope] | None = None
-) -> list[Measurement]:
+) -> list[SourceAnswer]:
     """Every source's measurement at `at`, in order: sources that share a batch are measured by it
     in one go, the others one by one, each within its scope."""
-    measurements: list[Measurement | None] = [None] * len(sources)
+    measurements: list[SourceAnswer | None] = [None] * len(sources)
     batches: dict[int, tuple[SourceBatch, list[int]]] = {}
     for index, source in enumerate(sources):
         batch: SourceBatch | None = getattr(source, "batch", None)

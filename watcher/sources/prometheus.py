@@ -30,7 +30,15 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util import Retry, Timeout
 
-from watcher.model import ErrorKind, Measurement, NoData, SourceError, Value
+from watcher.model import (
+    ErrorKind,
+    NoData,
+    SeriesMeasurement,
+    SeriesValues,
+    SourceAnswer,
+    SourceError,
+    Value,
+)
 from watcher.rules.promql import parse_query
 from watcher.sources.base import NO_SCOPE, QueryScope, SourceBatch
 from watcher.sources.prometheus_query import PreparedQuery, prepare
@@ -161,8 +169,12 @@ class PrometheusSource:
         min_samples_query: str | None = None,
         min_samples: float | None = None,
         batch: SourceBatch | None = None,
+        *,
+        vector: bool = False,
     ) -> None:
         self._client = client
+        # True for a rule built per series: its answer is always one measurement per series.
+        self.vector = vector
         self._query = query
         self._min_samples_query = min_samples_query
         self._min_samples = min_samples
@@ -186,7 +198,7 @@ class PrometheusSource:
         self._prepared = (version, prepared)  # one assignment: safe to share between threads
         return prepared
 
-    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> Measurement:
+    def measure(self, at: datetime, scope: QueryScope = NO_SCOPE) -> SourceAnswer:
         prepared = self.prepared(scope.version)
         answer = self._ask(prepared[0], at)
         if isinstance(answer, SourceError) or len(prepared) == 1:
@@ -196,12 +208,15 @@ class PrometheusSource:
     def _ask(self, query: PreparedQuery | SourceError, at: datetime) -> QueryResult | SourceError:
         return query if isinstance(query, SourceError) else self._client.instant_query(query.text, at)
 
-    def measure_answers(self, answers: Sequence[QueryResult | SourceError], at: datetime) -> Measurement:
+    def measure_answers(self, answers: Sequence[QueryResult | SourceError], at: datetime) -> SourceAnswer:
         """The measurement from the answers to `queries`, in their order (the samples answer may be
-        missing when the main query failed)."""
+        missing when the main query failed). Several series (or a rule built per series) give one
+        measurement per series."""
         answer = answers[0]
         if isinstance(answer, SourceError):
             return answer
+        if isinstance(answer, InstantVector) and (self.vector or len(answer.samples) > 1):
+            return self._per_series(answer, answers[1] if len(answers) > 1 else None, at)
         number = _one_number(answer, "query")
         if isinstance(number, SourceError):
             return number
@@ -219,6 +234,38 @@ class PrometheusSource:
             evidence["samples_query"] = self._min_samples_query
         return Value(value=number.value, samples=samples, labels=number.labels, evidence=evidence)
 
+    def _per_series(
+        self, answer: InstantVector, samples_answer: QueryResult | SourceError | None, at: datetime
+    ) -> SeriesValues | SourceError:
+        """One measurement per series; a min_samples query is matched to each series by labels
+        (or, when it answers one number, that number counts for every series)."""
+        counts = _samples_by_series(samples_answer) if self._min_samples_query is not None else {}
+        if isinstance(counts, SourceError):
+            return counts
+        series: list[SeriesMeasurement] = []
+        for sample in answer.samples:
+            labels = dict(sample.labels)
+            number = _finite(_Number(sample.value, sample.labels), "query")
+            if not isinstance(number, _Number):
+                series.append(SeriesMeasurement(labels, number))
+                continue
+            samples = self._enough(counts.get(_key(labels), counts.get(_ANY_SERIES)))
+            if isinstance(samples, NoData):
+                series.append(SeriesMeasurement(labels, samples))
+                continue
+            evidence = {"query": self._query, "series": labels, "time": at.isoformat()}
+            value = Value(value=number.value, samples=samples, labels=labels, evidence=evidence)
+            series.append(SeriesMeasurement(labels, value))
+        return SeriesValues(tuple(series))
+
+    def _enough(self, samples: float | None) -> float | NoData | None:
+        if self._min_samples_query is None:
+            return None
+        found = samples or 0.0
+        if self._min_samples is not None and found < self._min_samples:
+            return NoData(f"only {found:g} samples, at least {self._min_samples:g} needed")
+        return found
+
     def _samples(self, answer: QueryResult | SourceError | None) -> float | NoData | SourceError | None:
         """How many observations stand behind the value, or NoData when below `min_samples`."""
         if self._min_samples_query is None or answer is None:
@@ -233,6 +280,28 @@ class PrometheusSource:
         if self._min_samples is not None and samples < self._min_samples:
             return NoData(f"only {samples:g} samples, at least {self._min_samples:g} needed")
         return samples
+
+
+_ANY_SERIES: frozenset[tuple[str, str]] = frozenset({("", "")})
+
+
+def _key(labels: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def _samples_by_series(
+    answer: QueryResult | SourceError | None,
+) -> dict[frozenset[tuple[str, str]], float] | SourceError:
+    """A min_samples answer per series labels; a lone number counts for every series."""
+    if answer is None:
+        return {}
+    if isinstance(answer, SourceError):
+        return SourceError(answer.kind, f"min_samples query: {answer.message}", answer.retryable)
+    if isinstance(answer, Scalar):
+        return {_ANY_SERIES: answer.value}
+    if len(answer.samples) == 1 and not answer.samples[0].labels:
+        return {_ANY_SERIES: answer.samples[0].value}
+    return {_key(sample.labels): sample.value for sample in answer.samples}
 
 
 def _one_number(result: QueryResult, what: str) -> _Number | NoData | SourceError:

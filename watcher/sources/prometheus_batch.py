@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 
-from watcher.model import ErrorKind, Measurement, SourceError
+from watcher.model import ErrorKind, SourceAnswer, SourceError
 from watcher.rules.promql import ResultType
 from watcher.sources.base import NO_SCOPE, QueryScope
 from watcher.sources.prometheus import (
@@ -122,7 +122,7 @@ class PrometheusBatch:
 
     def measure_many(
         self, sources: Sequence[PrometheusSource], at: datetime, scopes: Sequence[QueryScope] | None = None
-    ) -> list[Measurement]:
+    ) -> list[SourceAnswer]:
         """Each source's measurement within its scope (the same as its own `measure(at, scope)`)."""
         versions = [(scopes[index] if scopes else NO_SCOPE).version for index in range(len(sources))]
         prepared = [source.prepared(version) for source, version in zip(sources, versions, strict=True)]
