@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scenario.fake_slack import FakeSlack
 from tests.support.prometheus import MetricsExporter, PrometheusServer, Series, binaries_missing
 from tests.support.services import PostgresSchema, fresh_postgres_schema, require
 from tests.support.slow_server import CannedHttpServer
@@ -76,6 +77,16 @@ def canned_http_server() -> Iterator[CannedHttpServer]:
     """A local HTTP server answering what the test sets (`.answer(...)`), recording requests."""
     with CannedHttpServer() as server:
         yield server
+
+
+# --- Slack ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    """The local Slack Web API (scenario.fake_slack, the scenario's own) for one test."""
+    with FakeSlack() as fake:
+        yield fake
 
 
 # --- databases and the model registry ----------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.support.k8s_emulator import KubernetesEmulator
-from tests.support.mlflow_registry import MODEL, build_registry
+from tests.support.mlflow_registry import MODEL, ActAfterIntentTag, build_registry
 from tests.support.webhook_server import WebhookReceiver
 from watcher.remediations.base import (
     AdapterFactory,
@@ -80,7 +80,7 @@ def mlflow_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, re
         # The real registry client, with the operator's move made after the adapter records its
         # intent tag, i.e. between its first read of the alias and the alias write.
         client = adapter._client()  # type: ignore[attr-defined]
-        adapter._client_instance = _AfterTag(client, move_alias)  # type: ignore[attr-defined]
+        adapter._client_instance = ActAfterIntentTag(client, move_alias)  # type: ignore[attr-defined]
         return "1"
 
     return Harness(
@@ -92,21 +92,6 @@ def mlflow_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, re
         {"tracking_uri": f"http://watcher:{SECRET}@127.0.0.1:{free_port()}", "model": MODEL},
         race_before_write=race,
     )
-
-
-class _AfterTag:
-    """An MlflowClient that lets someone else act right after the intent tag is written."""
-
-    def __init__(self, client: Any, then: Callable[[], None]) -> None:
-        self._client, self._then = client, then
-
-    def set_registered_model_tag(self, *args: Any) -> Any:
-        result = self._client.set_registered_model_tag(*args)
-        self._then()
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 def kubernetes_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, request: Any) -> Harness:

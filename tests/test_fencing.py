@@ -6,7 +6,7 @@ the token, and a refused write leaves only an audit row saying so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.harness import Harness
+from tests.support.mlflow_registry import ActAfterIntentTag
 from tests.support.workspace import make_workspace
 from watcher.incidents.dispatch import RollbackDispatcher
 from watcher.model import IncidentStatus, RollbackStatus
@@ -43,22 +44,6 @@ def _fire(h: Harness) -> datetime:
     h.tick(T0, 0.2)
     h.tick(T0 + timedelta(minutes=2))
     return T0 + timedelta(minutes=2)
-
-
-class _AfterTag:
-    """A real MlflowClient that lets the rest of the world act right after the adapter wrote its
-    intent tag: where a holder paused inside the adapter call would be."""
-
-    def __init__(self, client: Any, then: Callable[[], None]) -> None:
-        self._client, self._then = client, then
-
-    def set_registered_model_tag(self, *args: Any) -> Any:
-        result = self._client.set_registered_model_tag(*args)
-        self._then()
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 def _promote_version_4(h: Harness) -> None:
@@ -92,7 +77,7 @@ def test_a_holder_paused_inside_the_adapter_writes_nothing_once_another_took_ove
 
     targets_a = TargetRegistry(h.config.targets, h.config.base_dir)
     adapter = targets_a.adapter("fraud-prod")
-    adapter._client_instance = _AfterTag(adapter._client(), meanwhile)  # type: ignore[attr-defined]
+    adapter._client_instance = ActAfterIntentTag(adapter._client(), meanwhile)  # type: ignore[attr-defined]
     a = RollbackDispatcher(h.store, targets_a, "replica-a", h.config.safety.verify_after)
 
     result = a.carry_out(stale, later)  # A resumes inside its adapter call

@@ -29,12 +29,6 @@ ENV = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": "s3cr3t"}
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, slack: FakeSlack) -> Iterator[Daemon]:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "fraud.yaml").write_text(GOOD)

@@ -24,12 +24,6 @@ T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
 def harness(
     tmp_path: Path, registry_template: Path, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Harness]:

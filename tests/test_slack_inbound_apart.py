@@ -25,12 +25,6 @@ ENV = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_APP_
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
 def daemon(tmp_path: Path, slack: FakeSlack) -> Iterator[Daemon]:
     (tmp_path / "rules").mkdir()
     (tmp_path / "watcher.yaml").write_text(

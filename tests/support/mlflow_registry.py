@@ -7,7 +7,9 @@ the file for each test.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MODEL = "fraud-detector"
 
@@ -39,3 +41,19 @@ def champion(database: Path, model: str = MODEL) -> str:
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{database}")
     return str(client.get_registered_model(model).aliases["champion"])
+
+
+class ActAfterIntentTag:
+    """A real MlflowClient that lets the rest of the world act right after the adapter wrote its
+    intent tag: where a holder paused inside the adapter call, or a concurrent change, would be."""
+
+    def __init__(self, client: Any, then: Callable[[], None]) -> None:
+        self._client, self._then = client, then
+
+    def set_registered_model_tag(self, *args: Any) -> Any:
+        result = self._client.set_registered_model_tag(*args)
+        self._then()
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
