@@ -70,7 +70,7 @@ def test_each_bad_configuration_exits_1_with_its_findings(
 def test_good_fixtures_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = _run(capsys, "--config", str(RULES_CONFIG), str(RULE_FIXTURES / "*.good.yaml"))
     assert (code, out) == (0, [])
-    assert err.splitlines() == ["4 files, 8 rules, 0 findings"]
+    assert err.splitlines() == ["5 files, 9 rules, 0 findings"]
 
 
 def _write_project(directory: Path) -> None:

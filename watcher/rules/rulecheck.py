@@ -16,9 +16,10 @@ from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration, parse_duration
 from watcher.rules.findings import Finding, did_you_mean, fragment
 from watcher.rules.name_templates import is_template
-from watcher.rules.promql import PromqlProblem, parse_query
+from watcher.rules.promql import PLACEHOLDER, PromqlProblem, parse_query
 from watcher.rules.templates import template_problems
 from watcher.rules.yamlsafe import TreePath, YamlDocument
+from watcher.sources.sql import query_parameters as sql_query_parameters
 from watcher.sources.sql import query_problems
 
 SOURCES = ("prometheus", "sql", "drift")
@@ -67,6 +68,7 @@ def _rule_findings(
         message = "min_samples: a prometheus rule counts samples with {prometheus: QUERY, at_least: N}"
         findings.append(at("min_samples", message))
     findings.extend(_promql_findings(doc, path, raw))
+    findings.extend(_version_findings(raw, file_target, at))
     if raw.get("prometheus") is not None and config.prometheus is None:
         findings.append(at("prometheus", "prometheus: watcher.yaml has no prometheus section", on_key=True))
     if isinstance(raw.get("summary"), str):
@@ -116,6 +118,32 @@ def _promql_findings(doc: YamlDocument, path: TreePath, raw: dict[str, Any]) -> 
     return findings
 
 
+def _version_findings(raw: dict[str, Any], file_target: Any, at: Any) -> list[Finding]:
+    """The live version needs one known target: none, or one built per series, has no version."""
+    query, sql = raw.get("prometheus"), raw.get("sql")
+    if isinstance(query, str):
+        key, uses = "prometheus", PLACEHOLDER.search(query) is not None
+    elif isinstance(sql, dict) and isinstance(sql.get("query"), str):
+        key, uses = "sql", _binds_version(sql["query"])
+    else:
+        return []
+    target = raw.get("target") or file_target
+    if not uses:
+        return []
+    if not isinstance(target, str):
+        return [at(key, f"{key}: the live version needs a target: set target: in the file or the rule")]
+    if is_template(target):
+        return [at(key, f"{key}: the live version needs one target; this rule's is built per series")]
+    return []
+
+
+def _binds_version(query: str) -> bool:
+    try:
+        return "version" in sql_query_parameters(query)
+    except Exception:  # a query SQLAlchemy cannot read is reported by the SQL checks
+        return False
+
+
 def _exactly_one(raw: dict[str, Any], keys: Sequence[str], at: Any, what: str) -> list[Finding]:
     present = [key for key in keys if raw.get(key) is not None]  # `above: null` is no threshold
     choices = ", ".join(keys[:-1]) + f" or {keys[-1]}"
@@ -129,7 +157,7 @@ def _exactly_one(raw: dict[str, Any], keys: Sequence[str], at: Any, what: str) -
 
 def _target_findings(doc: YamlDocument, path: TreePath, config: WatcherConfig) -> list[Finding]:
     target = doc.get(path) if path in doc.values else None
-    if not isinstance(target, str) or target in config.targets or is_template(target):
+    if not isinstance(target, str) or target in config.targets or "{{" in target:
         return []  # a target built per series is checked per instance, when the series is known
     known = ", ".join(sorted(config.targets)) or "none"
     line, column = doc.position(path)

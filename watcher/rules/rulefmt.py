@@ -68,7 +68,7 @@ Name = Annotated[StrictStr, AfterValidator(_name)]
 
 
 def _name_or_template(value: str) -> str:
-    if is_template(value):
+    if "{{" in value:
         if not valid_template(value):
             raise ValueError(
                 f"'{fragment(value)}' is not a valid name template: use name characters and "
