@@ -13,23 +13,19 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from tests.support.k8s_emulator import KubernetesEmulator
+from tests.support.k8s_emulator import CHURN_DEPLOYMENT, CHURN_NAMESPACE, KubernetesEmulator, churn_cluster
 from watcher.remediations.base import AdapterFailure, LiveVersion, RemediationAdapter, RollbackResult
 from watcher.remediations.kubernetes_deployment import INTENT_ANNOTATION, factory
 
 TOKEN = "k8s-token-5f2c9a"
-NS, NAME = "ml", "churn-model"
+NS, NAME = CHURN_NAMESPACE, CHURN_DEPLOYMENT
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[KubernetesEmulator]:
     """churn-model at revision 3 (images v1, v2, v3), rollouts available after a short delay."""
-    with KubernetesEmulator(TOKEN, rollout_delay=0.0) as emulator:
-        emulator.add_deployment(NS, NAME, "registry.local/churn:v1")
-        emulator.set_image(NS, NAME, "registry.local/churn:v2")
-        emulator.set_image(NS, NAME, "registry.local/churn:v3")
+    with churn_cluster(TOKEN, tmp_path / "kubeconfig") as emulator:
         emulator.rollout_delay = 0.3
-        emulator.write_kubeconfig(tmp_path / "kubeconfig")
         yield emulator
 
 

@@ -11,21 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.k8s_emulator import KubernetesEmulator
+from tests.support.k8s_emulator import CHURN_DEPLOYMENT, CHURN_NAMESPACE, KubernetesEmulator, churn_cluster
 from watcher.remediations.base import RollbackResult
 from watcher.remediations.kubernetes_deployment import factory
 
 TOKEN = "k8s-token-precondition"
-NS, NAME = "ml", "churn-model"
+NS, NAME = CHURN_NAMESPACE, CHURN_DEPLOYMENT
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[KubernetesEmulator]:
-    with KubernetesEmulator(TOKEN, rollout_delay=0.0) as emulator:
-        emulator.add_deployment(NS, NAME, "registry.local/churn:v1")
-        emulator.set_image(NS, NAME, "registry.local/churn:v2")
-        emulator.set_image(NS, NAME, "registry.local/churn:v3")
-        emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    with churn_cluster(TOKEN, tmp_path / "kubeconfig") as emulator:
         yield emulator
 
 

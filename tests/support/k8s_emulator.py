@@ -24,6 +24,8 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -143,6 +145,21 @@ def merge_patch(target: Any, patch: Any, *, merge_named_lists: bool = False) -> 
         else:
             result[key] = merge_patch(result.get(key), value, merge_named_lists=merge_named_lists)
     return result
+
+
+CHURN_NAMESPACE, CHURN_DEPLOYMENT = "ml", "churn-model"
+
+
+@contextmanager
+def churn_cluster(token: str, kubeconfig: Path) -> Iterator[KubernetesEmulator]:
+    """An emulator with churn-model at revision 3 (images v1, v2, v3) and its kubeconfig written;
+    rollouts complete at once until the test sets `rollout_delay`."""
+    with KubernetesEmulator(token, rollout_delay=0.0) as emulator:
+        emulator.add_deployment(CHURN_NAMESPACE, CHURN_DEPLOYMENT, "registry.local/churn:v1")
+        emulator.set_image(CHURN_NAMESPACE, CHURN_DEPLOYMENT, "registry.local/churn:v2")
+        emulator.set_image(CHURN_NAMESPACE, CHURN_DEPLOYMENT, "registry.local/churn:v3")
+        emulator.write_kubeconfig(kubeconfig)
+        yield emulator
 
 
 class KubernetesEmulator(LocalServer):
