@@ -142,9 +142,16 @@ class Daemon:
         self._rules_loaded()
 
     def _size_leases(self) -> None:
-        """Leases sized from the shortest evaluation interval: takeover within two intervals."""
+        """Leases sized from the shortest evaluation interval: takeover within two intervals.
+        After a reload that changed it, the lease pass runs at the new pace."""
         interval = shortest_interval(self.rules.current.runtime, self.config.evaluation.every)
-        self.coordinator.timing = LeaseTiming.for_interval(interval)
+        timing = LeaseTiming.for_interval(interval)
+        changed = timing != self.coordinator.timing
+        self.coordinator.timing = timing
+        if changed and self.scheduler.get_job("lease") is not None:
+            self.scheduler.reschedule_job(
+                "lease", trigger="interval", seconds=timing.pass_every.total_seconds()
+            )
 
     def _take_leadership(self, now: datetime) -> bool:
         """Take or keep the leader lease (the rollback sweep, the outbox, target watching)."""
@@ -341,13 +348,18 @@ class Daemon:
 
     def _watch_targets(self) -> None:
         """Record the live version of every target: the history known-good choices come from."""
-        if not self.is_leader:
+        fence = self.leader_fence
+        if not self.is_leader or fence is None:
             return
         now = utc_now()
         for name in self.targets.names:
             version = self.targets.live_version(name)
             if version is not None:
                 with self.store.transaction() as tx:
+                    # Written under the leader lease: not by a leader that lost it meanwhile.
+                    if not self.queue.confirm_lease(LEADER_LEASE, self.replica, fence, tx.connection):
+                        self.is_leader = False
+                        return
                     tx.record_live_version(name, version, now)
 
     def _check_reload(self) -> None:
@@ -362,6 +374,7 @@ class Daemon:
             log.exception("reload failed; the previous rules keep running")
             return
         self.engine.carry_states(loaded.runtime, previous)
+        self._size_leases()
         self._schedule_rules()
         self._rules_loaded()
         log.info(

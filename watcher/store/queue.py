@@ -386,13 +386,15 @@ class WorkQueue:
         """Take or renew the named lease; True while `holder` holds it."""
         return self.claim_lease(name, holder, now, ttl) is not None
 
-    def confirm_lease(self, name: str, holder: str, fence: int) -> bool:
+    def confirm_lease(self, name: str, holder: str, fence: int, connection: Connection | None = None) -> bool:
         """True while `holder`'s claim with token `fence` is the current one: the conditional write
-        every unit of work under the lease starts with."""
+        every unit of work under the lease starts with (in the caller's transaction if given)."""
         c = t.leases.c
-        with self.store.engine.begin() as connection:
-            statement = update(t.leases).where(c.name == name, c.holder == holder, c.fence == fence)
+        statement = update(t.leases).where(c.name == name, c.holder == holder, c.fence == fence)
+        if connection is not None:
             return bool(connection.execute(statement.values(fence=c.fence)).rowcount)
+        with self.store.engine.begin() as own:
+            return bool(own.execute(statement.values(fence=c.fence)).rowcount)
 
     def release_lease(self, name: str, holder: str) -> None:
         with self.store.engine.begin() as connection:
