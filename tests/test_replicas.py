@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sqlite3
 import time
 import urllib.request
@@ -18,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.daemon import DaemonProcess, evaluations, wait_for
-from tests.support.mlflow_registry import build_registry
 from tests.support.prometheus import PrometheusServer, binaries_missing
 from tests.support.services import fresh_postgres_schema, require
 from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.engine.daemon import LEADER_LEASE
 from watcher.engine.tick import utc_now
 from watcher.model import RollbackStatus
+from watcher.ruletest.prometheus import free_port
 from watcher.store import tables as t
 from watcher.store.database import open_engine
 from watcher.store.fencing import STALE_WRITE_REFUSED
@@ -37,12 +36,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RULES = DEFAULT_RULES.replace("for: 2m", "for: 4s").replace("every: 30s", "every: 2s")
 
 
-def test_one_leader_takeover_and_a_single_rollback(tmp_path: Path) -> None:
-    (tmp_path / "tpl").mkdir()
-    template = build_registry(tmp_path / "tpl")
+def test_one_leader_takeover_and_a_single_rollback(tmp_path: Path, registry_template: Path) -> None:
     with fresh_postgres_schema() as schema:
         ws = make_workspace(
-            tmp_path / "ws", template, schema.url, rules=RULES, every="5s", timeout="1s", verify_after="3s"
+            tmp_path / "ws",
+            registry_template,
+            schema.url,
+            rules=RULES,
+            every="5s",
+            timeout="1s",
+            verify_after="3s",
         )
         engine = open_engine(schema.url)
         store, queue = Store(engine), WorkQueue(Store(engine))
@@ -113,14 +116,20 @@ def _assert_none_of_its_writes_landed(
     assert sum("Rolled back" in text for text in threads) == 1  # no duplicate Slack reply
 
 
-def test_a_replica_stopped_inside_the_adapter_call_writes_nothing_when_it_resumes(tmp_path: Path) -> None:
+def test_a_replica_stopped_inside_the_adapter_call_writes_nothing_when_it_resumes(
+    tmp_path: Path, registry_template: Path
+) -> None:
     """The issue's reproduction: A stops inside the rollback's adapter call, B takes over, rolls
     back 3 -> 2 and verifies, an operator promotes 4, A resumes: none of A's writes lands."""
-    (tmp_path / "tpl").mkdir()
-    template = build_registry(tmp_path / "tpl")
     with fresh_postgres_schema() as schema:
         ws = make_workspace(
-            tmp_path / "ws", template, schema.url, rules=RULES, every="2s", timeout="1s", verify_after="3s"
+            tmp_path / "ws",
+            registry_template,
+            schema.url,
+            rules=RULES,
+            every="2s",
+            timeout="1s",
+            verify_after="3s",
         )
         # The registry is a SQLite file both replicas open (no `mlflow server` here): in WAL mode a
         # reader that is stopped mid-read (A's other threads) does not lock B's writes out, as a
@@ -163,12 +172,6 @@ def test_a_replica_stopped_inside_the_adapter_call_writes_nothing_when_it_resume
 
 MODELS = 300
 INTERVAL = 2.0  # seconds
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _scrape(daemon: DaemonProcess) -> str:
