@@ -1,8 +1,8 @@
 """Replicas share the evaluation groups through PostgreSQL: one lease row per group.
 
-Each replica, every pass: renews its row in `replicas` (how many are alive sets the fair share,
-ceil(groups / live replicas)), renews the group leases it holds, releases those above its share
-and claims free ones (never held, released, or expired: their holder died or stalled) with
+Each replica, every pass: renews its row in `replicas` (how many are alive sets the fair share:
+groups / live replicas, see `fair_share`), renews the group leases it holds, releases those above
+its share and claims free ones (never held, released, or expired: their holder died or stalled) with
 `SELECT ... FOR UPDATE SKIP LOCKED`, so replicas racing for groups never wait on each other and
 never take the same one. Every claim raises the group's fencing token; a write made for a group
 is conditional on the token it was claimed with (see `confirm_group`).
@@ -12,8 +12,7 @@ SQLite is one replica (checked at start): there the same code simply gives it ev
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,8 +50,14 @@ class Rebalance:
     share: int
 
 
-def fair_share(groups: int, live_replicas: int) -> int:
-    return math.ceil(groups / max(1, live_replicas))
+def fair_share(groups: int, live: Sequence[str], replica: str) -> int:
+    """This replica's target: groups / live replicas, the remainder going one each to the first
+    replicas in id order, so the targets add up to the groups (ceil for all would leave a replica
+    with nothing when there are few groups: 6 over 4 replicas is 2, 2, 1, 1, not 2, 2, 2, 0)."""
+    base, remainder = divmod(groups, max(1, len(live)))
+    ranked = sorted(live)
+    rank = ranked.index(replica) if replica in ranked else len(ranked)
+    return base + (1 if rank < remainder else 0)
 
 
 def confirm_group(connection: Connection, claim: GroupClaim) -> bool:
@@ -72,8 +77,8 @@ class GroupLeases:
         self.replica = replica
         self._known: frozenset[str] = frozenset()
 
-    def heartbeat(self, now: datetime, ttl: timedelta) -> int:
-        """Say this replica is alive until now + ttl; the number of live replicas, this one included."""
+    def heartbeat(self, now: datetime, ttl: timedelta) -> list[str]:
+        """Say this replica is alive until now + ttl; the live replicas, this one included."""
         c = t.replicas.c
         with self.store.engine.begin() as connection:
             seen = connection.execute(
@@ -84,8 +89,8 @@ class GroupLeases:
                     insert(t.replicas).values(id=self.replica, started_at=now, expires_at=now + ttl)
                 )
             connection.execute(delete(t.replicas).where(c.expires_at < now - FORGET_REPLICAS_AFTER))
-            live = connection.execute(select(c.id).where(c.expires_at >= now)).all()
-        return max(1, len(live))
+            live = [str(row[0]) for row in connection.execute(select(c.id).where(c.expires_at >= now))]
+        return live if self.replica in live else [*live, self.replica]
 
     def rebalance(
         self, keys: Collection[str], held: Mapping[str, int], now: datetime, ttl: timedelta
@@ -93,7 +98,7 @@ class GroupLeases:
         """One pass: heartbeat, renew, release extras, claim up to the fair share."""
         live = self.heartbeat(now, ttl)
         wanted = frozenset(keys)
-        share = fair_share(len(wanted), live)
+        share = fair_share(len(wanted), live, self.replica)
         with self.store.engine.begin() as connection:
             self._ensure_rows(connection, wanted)
             renewed = self._renew(connection, now + ttl)
@@ -106,7 +111,7 @@ class GroupLeases:
         mine.update(claimed)
         lost = tuple(sorted(key for key, fence in held.items() if renewed.get(key) != fence))
         acquired = tuple(sorted(key for key, fence in mine.items() if held.get(key) != fence))
-        return Rebalance(mine, acquired, lost, tuple(extras), live, share)
+        return Rebalance(mine, acquired, lost, tuple(extras), len(live), share)
 
     def release_all(self) -> None:
         """On a clean stop: hand every group over at once instead of letting the leases run out."""
