@@ -3,9 +3,10 @@
 One APScheduler 3 job per evaluation group, as Prometheus runs rule groups: the Prometheus rules
 of one interval, whatever their files, in shards of one request each (ruleset.evaluation_groups);
 SQL and drift rules have a job each (coalesce, max_instances=1: a late run is counted as missed
-for each of its rules and logged, never replayed in a burst). Only the replica holding the
-`leader` lease evaluates and dispatches; the others serve HTTP and Slack presses and take over
-when the lease runs out.
+for each of its rules and logged, never replayed in a burst). Replicas on one PostgreSQL database
+share the groups, a lease each (watcher.engine.replicas): a replica schedules the jobs of the
+groups it holds, and evaluates each under the group's fencing token. The replica holding the
+`leader` lease runs the rollback sweep, the outbox and the watching of the targets.
 """
 
 from __future__ import annotations
