@@ -16,14 +16,18 @@ class LocalServer:
         raise NotImplementedError
 
     def start(self) -> Self:
+        if self._server is not None:  # already serving: `with` on a started server is fine
+            return self
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._make_handler())
+        self._server.daemon_threads = True  # a handler still waiting never holds up stop()
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.local_server import LocalServer
 
 
 @dataclass(frozen=True)
@@ -38,22 +39,16 @@ class _State:
     closing: threading.Event = field(default_factory=threading.Event)
 
 
-class CannedHttpServer:
+class CannedHttpServer(LocalServer):
     """An HTTP server on a free 127.0.0.1 port; `answer(...)` sets what every request gets."""
 
     def __init__(self, answer: CannedAnswer | None = None) -> None:
+        self._server = None
         self._state = _State(answer=answer or CannedAnswer())
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self._state))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self.start()
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self._state)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -67,19 +62,10 @@ class CannedHttpServer:
             self._state.answer = CannedAnswer(status, body, content_type, delay)
 
     def close(self) -> None:
-        self._state.closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._state.closing.set()  # delayed handlers stop waiting at once
+        self.stop()
 
-    def __enter__(self) -> CannedHttpServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
 
