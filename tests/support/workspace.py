@@ -115,7 +115,9 @@ def make_workspace(
           stable_after: 1h
         """
     )
-    if "http:" not in extra_config:  # a port of its own: tests must not collide on the default one
+    # A port of its own (tests must not collide on the default one) unless the test set an http
+    # section itself; "http:" inside a URL is not one.
+    if not any(line.startswith("http:") for line in extra_config.splitlines()):
         extra_config += f"http:\n  listen: 127.0.0.1:{free_port()}\n"
     (root / "watcher.yaml").write_text(config + extra_config)
     workspace = Workspace(root, registry)
