@@ -27,7 +27,6 @@ from watcher.incidents import flow as incident_flow
 from watcher.incidents import follow as incident_follow
 from watcher.model import (
     ErrorKind,
-    IncidentStatus,
     Measurement,
     NoData,
     Outcome,
@@ -321,18 +320,12 @@ class Engine:
                 stable_after=self.safety.stable_after,
                 now=now,
             )
-        pause = self.store.pause_state()
+        facts = self.store.firing_facts(rule.target, now - self.safety.max_rollbacks.period)
         history = TargetRollbackHistory(
-            rollback_times=(
-                self.queue.rollback_times(rule.target, now - self.safety.max_rollbacks.period)
-                if rule.target
-                else []
-            ),
-            paused=pause.paused,
-            pause_reason=pause.reason,
+            rollback_times=list(facts.rollback_times), paused=facts.paused, pause_reason=facts.pause_reason
         )
         decision = decide(
-            target_busy=bool(rule.target) and self._target_busy(rule.target or ""),
+            target_busy=facts.target_busy,
             action=rule.action,
             has_target=rule.target is not None,
             rollback_version=choice.version if choice else None,
@@ -382,12 +375,6 @@ class Engine:
         with self._lock:
             last = self._persisted_at.get(rule_id)
         return last is None or now - last >= QUIET_WRITE_EVERY or now < last
-
-    def _target_busy(self, target: str) -> bool:
-        busy = (IncidentStatus.ROLLING_BACK, IncidentStatus.VERIFYING)
-        if any(i.target == target and i.status in busy for i in self.store.incidents(open_only=True)):
-            return True
-        return self.queue.active_intent_for_target(target) is not None
 
     def _persist(
         self,

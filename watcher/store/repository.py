@@ -21,9 +21,8 @@ from watcher.decisions.known_good import VersionSighting
 from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
 from watcher.store import tables as t
 from watcher.store.findings import FindingRecord, FindingWrites, incident_findings
+from watcher.store.firing import PAUSE_CONTROL, FiringFacts, read_firing_facts
 from watcher.store.records import AuditEvent, IncidentRecord, PauseState
-
-PAUSE_CONTROL = "auto_rollback_pause"
 
 _RULE_STATE_FIELDS = [c.name for c in t.rule_states.columns if c.name != "rule_id"]
 _UPDATE_RULE_STATE = (
@@ -325,6 +324,11 @@ class Store:
                     select(func.count()).select_from(t.incidents).where(t.incidents.c.resolved_at.is_(None))
                 ).scalar_one()
             )
+
+    def firing_facts(self, target: str | None, since: datetime) -> FiringFacts:
+        """What a firing decision needs to know of the store, in one read (see store.firing)."""
+        with self.engine.connect() as connection:
+            return read_firing_facts(connection, target, since)
 
     def rules_in_open_incidents(self) -> set[str]:
         """Every rule that is a finding of an open incident."""
