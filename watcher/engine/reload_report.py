@@ -14,7 +14,6 @@ from pathlib import Path
 
 from watcher.metrics import Metrics
 from watcher.rules.findings import Finding
-from watcher.store.queue import enqueue_message
 from watcher.store.records import MessageKind
 from watcher.store.repository import Store
 
@@ -41,8 +40,7 @@ class ReloadReport:
         if not announce or shown == self._announced:
             return False
         with self.store.transaction() as tx:
-            enqueue_message(
-                tx.connection,
+            tx.enqueue_message(
                 incident_id=None,
                 kind=MessageKind.NOTICE,
                 payload={"text": notice_text(sorted(shown))},

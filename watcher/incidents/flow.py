@@ -27,7 +27,6 @@ from watcher.model import IncidentStatus, RollbackStatus, Value
 from watcher.rules.rulefmt import Rule
 from watcher.rules.templates import render_summary
 from watcher.store.findings import FindingKind, NewFinding
-from watcher.store.queue import create_intent, enqueue_message
 from watcher.store.records import AuditEvent, IncidentRecord, IntentPurpose, MessageKind
 from watcher.store.repository import NewIncident, Tx
 
@@ -108,10 +107,9 @@ def audit(tx: Tx, kind: AuditKind, now: datetime, incident: int | None, rule: Ru
 
 def notify_incident(tx: Tx, incident_id: int, now: datetime, thread_text: str | None) -> None:
     """Queue the incident message update (rendered at delivery) and a thread step."""
-    enqueue_message(tx.connection, incident_id=incident_id, kind=MessageKind.INCIDENT, payload={}, now=now)
+    tx.enqueue_message(incident_id=incident_id, kind=MessageKind.INCIDENT, payload={}, now=now)
     if thread_text:
-        enqueue_message(
-            tx.connection,
+        tx.enqueue_message(
             incident_id=incident_id,
             kind=MessageKind.THREAD,
             payload={"text": thread_text},
@@ -352,8 +350,7 @@ def _request_rollback(
 ) -> str:
     decision = context.decision
     assert rule.target and context.live_version
-    intent = create_intent(
-        tx.connection,
+    intent = tx.create_intent(
         incident_id=incident_id,
         target=rule.target,
         purpose=IntentPurpose.ROLLBACK,
@@ -383,8 +380,7 @@ def _request_rollback(
 
 def record_unhealthy(tx: Tx, rule: Rule, message: str, now: datetime) -> None:
     audit(tx, AuditKind.RULE_UNHEALTHY, now, None, rule, error=message)
-    enqueue_message(
-        tx.connection,
+    tx.enqueue_message(
         incident_id=None,
         kind=MessageKind.NOTICE,
         payload={"text": f":warning: Rule {rule.id} is unhealthy: its source keeps failing ({message})"},

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from watcher.decisions.known_good import choose_rollback_version
 from watcher.incidents.dispatch import CLAIM_LEASE, RollbackDispatcher
 from watcher.model import RollbackStatus
-from watcher.store.queue import WorkQueue, create_intent
+from watcher.store.queue import WorkQueue
 from watcher.store.records import AuditEvent, IntentPurpose
 from watcher.store.repository import Store
 from watcher.targets import TargetRegistry
@@ -55,8 +55,7 @@ def manual_rollback(
     if to_version == live:
         return ManualRollbackResult(None, live, to_version, f"{target} already serves {live}")
     with store.transaction() as tx:
-        intent = create_intent(
-            tx.connection,
+        intent = tx.create_intent(
             incident_id=None,
             target=target,
             purpose=IntentPurpose.MANUAL,

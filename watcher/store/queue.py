@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
@@ -22,7 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from watcher.model import RollbackStatus
 from watcher.store import tables as t
 from watcher.store.records import IntentPurpose, MessageKind, MessageStatus, OutboxMessage, RollbackIntent
-from watcher.store.repository import Store
+
+if TYPE_CHECKING:  # the repository's transaction writes through this module (store.queue_writes)
+    from watcher.store.repository import Store
 
 ACTIVE_INTENT_STATUSES = (RollbackStatus.PENDING.value, RollbackStatus.RUNNING.value)
 

@@ -22,6 +22,7 @@ from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
 from watcher.store import tables as t
 from watcher.store.findings import FindingRecord, FindingWrites, incident_findings
 from watcher.store.firing import PAUSE_CONTROL, FiringFacts, read_firing_facts
+from watcher.store.queue_writes import QueueWrites
 from watcher.store.records import AuditEvent, IncidentRecord, PauseState
 
 _RULE_STATE_FIELDS = [c.name for c in t.rule_states.columns if c.name != "rule_id"]
@@ -118,7 +119,7 @@ def audit_from_row(row: RowMapping) -> AuditEvent:
     )
 
 
-class Tx(FindingWrites):
+class Tx(FindingWrites, QueueWrites):
     """Writes inside one open transaction."""
 
     def __init__(self, connection: Connection) -> None:

@@ -32,7 +32,6 @@ from watcher.notify.inbound.interactions import (
 from watcher.notify.outbound.facts import build_facts
 from watcher.notify.outbound.message import ButtonAction, available_actions
 from watcher.notify.outbound.slack_client import BotIdentity, SlackClient
-from watcher.store.queue import create_intent, enqueue_message, record_press
 from watcher.store.records import AuditEvent, IncidentRecord, IntentPurpose, MessageKind
 from watcher.store.repository import Store, Tx
 
@@ -92,8 +91,7 @@ class SlackActions:
         permission = authorize(press, self.approvers, team or "", self.groups.lookup_at(now))
         actor = f"slack:{press.user_id}"
         with self.store.transaction() as tx:
-            if not record_press(
-                tx.connection,
+            if not tx.record_press(
                 dedup_key=press.dedup_key,
                 incident_id=press.incident_id,
                 action=press.action.value,
@@ -122,11 +120,8 @@ class SlackActions:
                 )
                 return {"ok": False, "refused": "not_available"}
             text = self._apply(tx, press, incident, actor, now)
-            enqueue_message(
-                tx.connection, incident_id=incident.id, kind=MessageKind.INCIDENT, payload={}, now=now
-            )
-            enqueue_message(
-                tx.connection,
+            tx.enqueue_message(incident_id=incident.id, kind=MessageKind.INCIDENT, payload={}, now=now)
+            tx.enqueue_message(
                 incident_id=incident.id,
                 kind=MessageKind.THREAD,
                 payload={"text": text},
@@ -173,8 +168,7 @@ class SlackActions:
         undo = purpose is IntentPurpose.UNDO
         from_version = incident.rollback_to if undo else incident.rollback_from
         to_version = incident.rollback_from if undo else incident.rollback_to
-        intent = create_intent(
-            tx.connection,
+        intent = tx.create_intent(
             incident_id=incident.id,
             target=incident.target,
             purpose=purpose,
@@ -211,8 +205,7 @@ class SlackActions:
                 },
             )
         )
-        enqueue_message(
-            tx.connection,
+        tx.enqueue_message(
             incident_id=None,
             kind=MessageKind.EPHEMERAL,
             payload={"channel": press.channel_id, "user": press.user_id, "text": text},

@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from watcher.notify.outbound.slack_client import Delivered, RateLimited, SendFailed, SendResult, SlackClient
 from watcher.store import tables as t
-from watcher.store.queue import enqueue_message
 from watcher.store.records import IncidentRecord, MessageKind, OutboxMessage
 from watcher.store.repository import Store
 
@@ -82,7 +81,7 @@ class ChartPoster:
         if missing:
             with self.store.transaction() as tx:
                 for moment in missing:
-                    enqueue_message(tx.connection, incident_id=incident.id, kind=MessageKind.THREAD,
+                    tx.enqueue_message(incident_id=incident.id, kind=MessageKind.THREAD,
                                     payload={CHART_KEY: moment.value}, now=now)  # fmt: skip
 
     def _queued(self, incident_id: int) -> set[str]:
