@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.engine.bind import RuntimeRule, build_runtime_rules, new_prometheus_batch
+from watcher.engine.rule_watch import RuleFilesWatch
 from watcher.engine.shards import ShardSizing, place
 from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration
@@ -25,18 +26,6 @@ class LoadedRules:
     runtime: dict[str, RuntimeRule]
     findings: list[Finding] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-
-
-def _fingerprint(files: list[Path], config: WatcherConfig) -> tuple[tuple[str, float, int], ...]:
-    """What a change of the rule files looks like: paths, mtimes and sizes (new files included)."""
-    seen = []
-    for path in files:
-        try:
-            stat = path.stat()
-            seen.append((str(path), stat.st_mtime, stat.st_size))
-        except OSError:
-            seen.append((str(path), -1.0, -1))
-    return tuple(sorted(seen))
 
 
 # Shards fill to about this many queries on average, so that hashing's unevenness stays within
@@ -81,7 +70,7 @@ class RuleBook:
         self.config = config
         self.env = env
         self.current = LoadedRules(runtime={})
-        self._fingerprint: tuple[tuple[str, float, int], ...] = ()
+        self._on_disk = RuleFilesWatch(config)
         # One batch for every load: rules of different reloads share requests (and what the
         # batch learnt, such as which queries go alone).
         self._prometheus_batch: Any = None
@@ -106,7 +95,7 @@ class RuleBook:
         self.current = LoadedRules(
             runtime=runtime_rules, findings=list(result.findings), files=list(result.files)
         )
-        self._fingerprint = _fingerprint(self._watched_files(), self.config)
+        self._on_disk.snapshot()
         if result.findings != previous_findings:  # logged once, not again at every reload
             for finding in result.findings:
                 log.error(
@@ -121,9 +110,4 @@ class RuleBook:
         return self._prometheus_batch
 
     def changed_on_disk(self) -> bool:
-        return _fingerprint(self._watched_files(), self.config) != self._fingerprint
-
-    def _watched_files(self) -> list[Path]:
-        from watcher.rules.rulefmt import rule_file_paths
-
-        return rule_file_paths(self.config)
+        return self._on_disk.changed()
