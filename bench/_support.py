@@ -116,9 +116,13 @@ class ModelExporter:
     accuracy gauge; about 17 series a model.
     """
 
-    def __init__(self, models: Sequence[str], requests_per_second: float = 40.0) -> None:
+    def __init__(
+        self, models: Sequence[str], requests_per_second: float = 40.0, vector_series: int = 0
+    ) -> None:
         self.models = tuple(models)
         self.rate = requests_per_second
+        # `vector_value{model="v-00000"}` ...: one gauge per model, for a rule over many series.
+        self._vector = "".join(f'vector_value{{model="v-{i:05d}"}} 1\n' for i in range(vector_series))
         self.started = time.monotonic()
         # The tests' /metrics stand, serving this text as it is at each scrape.
         self._server = MetricsExporter(lambda: self.text(time.monotonic() - self.started))
@@ -143,7 +147,7 @@ class ModelExporter:
             lines.append(f'feedback_total{{{m},verdict="good"}} {math.floor(requests * 0.097)}')
             lines.append(f'feedback_total{{{m},verdict="bad"}} {math.floor(requests * 0.003)}')
             lines.append(f"model_accuracy{{{m}}} {0.95 + 0.01 * math.sin(elapsed / 60 + index):.4f}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + self._vector
 
     def close(self) -> None:
         self._server.close()

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/evaluation.py                          # 1,000 rules, 120 s windows, ~6 min
     .venv/bin/python bench/evaluation.py --duration 45 --starts 1   # a quick look
+    .venv/bin/python bench/evaluation.py --side-by-side   # Prometheus, vmalert, watcher; ~6 min
 
 One real Prometheus scrapes a synthetic exporter (20 models, 17 series each) every 2 s and logs
 every query it runs (query_log_file, in every phase alike). Phases, one after the other:
@@ -384,7 +385,18 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="let rules of a file share queries, as the templates repeat (watcher asks each once)",
     )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="Prometheus' rule engine, vmalert and watcher on one rule file per model (see _side_by_side)",
+    )
+    parser.add_argument("--side-models", type=int, default=1000, help="models side by side")
+    parser.add_argument("--big-models", type=int, default=10_000, help="then watcher alone (0: skip)")
+    parser.add_argument("--vector-series", type=int, default=10_000, help="then one rule over them (0: skip)")
+    parser.add_argument("--cycles", type=int, default=2, help="15 s cycles per side-by-side window")
     options = parser.parse_args(argv)
+    if options.side_by_side:
+        return side_by_side(options)
     rules = s.rule_specs(options.models, options.rules_per_model, shared=options.shared_queries)
     few = s.rule_specs(1, 5)
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
@@ -424,6 +436,23 @@ def main(argv: list[str]) -> int:
         print(f"\nworking directory kept: {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def side_by_side(options: argparse.Namespace) -> int:
+    import _side_by_side as sbs
+
+    scrape = "15s" if options.scrape_interval == "2s" else options.scrape_interval  # less baseline noise
+    plan = sbs.Plan(options.side_models, options.big_models, options.vector_series, options.cycles, scrape)
+    work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
+    try:
+        rows = sbs.run(plan, work)
+    finally:
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    sbs.report(rows, plan)
+    if options.keep:
+        print(f"\nworking directory kept: {work}")
     return 0
 
 
