@@ -20,11 +20,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from watcher.failpoints import crash_if_armed
-from watcher.model import IncidentStatus, RollbackStatus
+from watcher.incidents import lifecycle
+from watcher.incidents.flow import view_of
+from watcher.incidents.lifecycle import AuditKind, Event
+from watcher.model import RollbackStatus
 from watcher.remediations.base import AdapterFailure, LiveVersion, RollbackResult
 from watcher.retry import DEFAULT_RETRY_POLICY, RetryPolicy
 from watcher.store.fencing import ClaimKind, Refusal, refusal_event
-from watcher.store.queue import WorkQueue, enqueue_message
+from watcher.store.queue import WorkQueue
 from watcher.store.records import AuditEvent, IntentPurpose, MessageKind, RollbackIntent
 from watcher.store.repository import Store, Tx
 
@@ -169,12 +172,12 @@ class RollbackDispatcher:
         record: dict[str, str] | None = None,
     ) -> DispatchResult:
         kind = {
-            RollbackStatus.SUCCEEDED: "rollback_succeeded"
+            RollbackStatus.SUCCEEDED: AuditKind.ROLLBACK_SUCCEEDED
             if intent.purpose is not IntentPurpose.UNDO
-            else "undo_succeeded",
-            RollbackStatus.REFUSED: "rollback_refused",
-            RollbackStatus.FAILED: "rollback_failed",
-        }[status]
+            else AuditKind.UNDO_SUCCEEDED,
+            RollbackStatus.REFUSED: AuditKind.ROLLBACK_REFUSED,
+            RollbackStatus.FAILED: AuditKind.ROLLBACK_FAILED,
+        }[status].value
         with self.store.transaction() as tx:
             if not self.queue.finish_intent(tx.connection, intent, status, detail, now):
                 tx.append_audit(self._refusal_event(intent, kind, now))
@@ -219,11 +222,8 @@ class RollbackDispatcher:
         if intent.incident_id is None:
             return
         text = self._update_incident(tx, intent, status, detail, now)
-        enqueue_message(
-            tx.connection, incident_id=intent.incident_id, kind=MessageKind.INCIDENT, payload={}, now=now
-        )
-        enqueue_message(
-            tx.connection,
+        tx.enqueue_message(incident_id=intent.incident_id, kind=MessageKind.INCIDENT, payload={}, now=now)
+        tx.enqueue_message(
             incident_id=intent.incident_id,
             kind=MessageKind.THREAD,
             payload={"text": text},
@@ -257,42 +257,44 @@ class RollbackDispatcher:
     def _update_incident(
         self, tx: Tx, intent: RollbackIntent, status: RollbackStatus, detail: str, now: datetime
     ) -> str:
-        incident_id = intent.incident_id
-        assert incident_id is not None
-        if intent.purpose is IntentPurpose.UNDO:
-            if status is RollbackStatus.SUCCEEDED:
-                tx.update_incident(
-                    incident_id,
-                    now,
-                    undone_by=intent.requested_by,
-                    verify_due_at=None,
-                    decision_reason="undone",
-                    decision_detail=f"rollback undone by {intent.requested_by}",
-                )
-                # Still open: back to plain open (no verdict to wait for). A resolved incident keeps
-                # its status; if the version is bad again, its rule opens a new episode.
-                record = tx.incident(incident_id)
-                if record is not None and record.resolved_at is None:
-                    tx.update_incident(incident_id, now, status=IncidentStatus.OPEN)
-                who = intent.requested_by
-                return f"Rollback undone by {who}: {intent.target} is back on {intent.to_version}."
+        """What the outcome does to the intent's incident, as the incident lifecycle says."""
+        assert intent.incident_id is not None
+        incident = tx.incident(intent.incident_id)
+        event = _outcome_event(intent.purpose, status)
+        if incident is None or event is None:
             return f"Undo of the rollback {status.value}: {detail}"
-        if status is RollbackStatus.SUCCEEDED:
+        step = lifecycle.advance(view_of(incident), event)
+        values: dict[str, Any] = {} if step.status is None else {"status": step.status}
+        if event is Event.UNDO_SUCCEEDED:
+            who = intent.requested_by
             tx.update_incident(
-                incident_id,
+                incident.id,
                 now,
-                status=IncidentStatus.VERIFYING,
+                undone_by=who,
+                verify_due_at=None,
+                decision_reason="undone",
+                decision_detail=f"rollback undone by {who}",
+                **values,
+            )
+            return f"Rollback undone by {who}: {intent.target} is back on {intent.to_version}."
+        if event is Event.ROLLBACK_SUCCEEDED:
+            tx.update_incident(
+                incident.id,
+                now,
                 rollback_status=RollbackStatus.SUCCEEDED,
                 rollback_from=intent.from_version,
                 rollback_to=intent.to_version,
                 verify_due_at=now + self.verify_after,
                 verify_attempts=0,
+                **values,
             )
+            tx.reset_finding_verdicts(incident.id)  # every rule is judged again on the restored version
             return (
                 f"Rolled back {intent.target} from {intent.from_version} to {intent.to_version}; "
-                f"verifying in {int(self.verify_after.total_seconds())}s."
+                f"verifying once {int(self.verify_after.total_seconds())}s have passed and each rule's "
+                "window holds only the restored version."
             )
-        tx.update_incident(incident_id, now, status=IncidentStatus.ESCALATED, rollback_status=status)
+        tx.update_incident(incident.id, now, rollback_status=status, **values)
         return f"Rollback {status.value}: {detail}. Escalated: a human must decide."
 
     def _event(self, intent: RollbackIntent, kind: str, now: datetime, **detail: Any) -> AuditEvent:
@@ -320,3 +322,13 @@ class RollbackDispatcher:
     def holder_actor(intent: RollbackIntent) -> str:
         # The person who asked stays the actor of what follows from their request.
         return intent.requested_by
+
+
+def _outcome_event(purpose: IntentPurpose, status: RollbackStatus) -> Event | None:
+    """The lifecycle event an intent's outcome is; None: it changes nothing (an undo that failed
+    or was refused leaves the incident as it was)."""
+    if purpose is IntentPurpose.UNDO:
+        return Event.UNDO_SUCCEEDED if status is RollbackStatus.SUCCEEDED else None
+    if status is RollbackStatus.SUCCEEDED:
+        return Event.ROLLBACK_SUCCEEDED
+    return Event.ROLLBACK_FAILED
