@@ -4,8 +4,9 @@ every 15 s, against one real Prometheus; then watcher alone with 10,000 models, 
 over 10,000 series.
 
 - Prometheus' rule engine runs in process: the rule files are loaded into a second Prometheus
-  scraping the same exporter, and its CPU is read from its own process, its baseline (the same
-  Prometheus scraping with no rules, measured at the start) removed. It asks no one: no requests.
+  scraping the same exporter (with no query log), and its CPU is read from its own process, its
+  baseline (the same Prometheus scraping with no rules, measured at the start) removed. It asks no
+  one: no requests.
 - vmalert (Debian's `victoria-metrics` package; installed with apt-get when /usr/bin/vmalert is
   missing) reads the same rule files and asks the first Prometheus over HTTP, as watcher does.
 - watcher: `watcher run`, SQLite, one file per model.
@@ -32,7 +33,17 @@ import _support as s
 from watcher.ruletest.prometheus import free_port
 
 SETTLE = 0.5
-MODEL_QUERY = 'histogram_quantile(0.99, sum by (le) (rate(request_seconds_bucket{model="$m"}[1m])))'
+# Per kind of rule: its query ($m: the exporter's model), breach above?, threshold (never crossed).
+QUERIES = {
+    # A latency quantile: Prometheus reads 11 bucket series per evaluation.
+    "latency": (
+        'histogram_quantile(0.99, sum by (le) (rate(request_seconds_bucket{model="$m"}[1m])))',
+        True,
+        2.0,
+    ),
+    # A gauge: one series; the request, not the query, is most of the cost.
+    "gauge": ('model_accuracy{model="$m"}', False, 0.8),
+}
 NAN = float("nan")
 
 
@@ -57,18 +68,19 @@ class Row:
 
 
 # --- workloads --------------------------------------------------------------------------------
-def one_rule_per_model(models: int, exporter_models: int) -> list[s.RuleSpec]:
+def one_rule_per_model(models: int, exporter_models: int, kind: str = "latency") -> list[s.RuleSpec]:
     """`models` models, one threshold rule each (p99 latency above 2 s: never breaches); model i
     reads exporter model i mod `exporter_models`, its text made distinct (`+ 0 * i`) so that no
     engine can share a query between rules."""
     names = s.model_names(exporter_models)
+    query, above, threshold = QUERIES[kind]
     return [
         s.RuleSpec(
             f"m-{index:05d}",
-            "p99-latency",
-            f"({MODEL_QUERY.replace('$m', names[index % exporter_models])}) + 0 * {index}",
-            True,
-            2.0,
+            kind,
+            f"({query.replace('$m', names[index % exporter_models])}) + 0 * {index}",
+            above,
+            threshold,
         )
         for index in range(models)
     ]
@@ -292,6 +304,7 @@ class Plan:
     vector_series: int  # one rule over this many series (0: not run)
     cycles: int
     scrape_interval: str
+    kind: str = "latency"  # see QUERIES
     baseline_seconds: float = 20.0
 
 
@@ -299,8 +312,10 @@ def run(plan: Plan, work: Path) -> list[Row]:
     exporter_models = min(plan.models, 1000)
     exporter = s.ModelExporter(s.model_names(exporter_models), vector_series=plan.vector_series)
     prometheus = s.Prometheus(work / "prometheus", exporter.target, plan.scrape_interval)
-    engine = s.Prometheus(work / "engine", exporter.target, plan.scrape_interval)
-    rules = one_rule_per_model(plan.models, exporter_models)
+    # The engine's Prometheus logs no query: writing a log line per rule evaluation would be
+    # counted as its engine's work (the first one logs the queries others send it, to count them).
+    engine = s.Prometheus(work / "engine", exporter.target, plan.scrape_interval, log_queries=False)
+    rules = one_rule_per_model(plan.models, exporter_models, plan.kind)
     rows: list[Row] = []
     try:
         prometheus.start()
@@ -317,7 +332,7 @@ def run(plan: Plan, work: Path) -> list[Row]:
         progress(f"watcher, {len(rules):,} rules")
         rows.append(watch(work / "watcher", prometheus, rules, plan, baseline))
         if plan.big:
-            big = one_rule_per_model(plan.big, exporter_models)
+            big = one_rule_per_model(plan.big, exporter_models, plan.kind)
             progress(f"watcher, {len(big):,} rules in {len(big):,} files")
             rows.append(watch(work / "watcher-big", prometheus, big, plan, baseline))
         if plan.vector_series and rules_over_many_series():
@@ -353,8 +368,8 @@ def _count(value: float | None) -> str:
 
 def report(rows: list[Row], plan: Plan) -> None:
     print(
-        f"\nside by side: one rule file per model, one threshold rule each, every 15 s; windows of "
-        f"{plan.cycles} cycles; Prometheus scraping every {plan.scrape_interval}\n"
+        f"\nside by side: one rule file per model, one {plan.kind} threshold rule each, every 15 s; "
+        f"windows of {plan.cycles} cycles; Prometheus scraping every {plan.scrape_interval}\n"
     )
     head = (
         "engine",

@@ -158,8 +158,11 @@ class Prometheus(LocalPrometheus):
     """The product's LocalPrometheus scraping the exporter; its configuration can be rewritten and
     reloaded, and every query it answers goes to a query log."""
 
-    def __init__(self, work_dir: Path, scrape_target: str, scrape_interval: str) -> None:
+    def __init__(
+        self, work_dir: Path, scrape_target: str, scrape_interval: str, *, log_queries: bool = True
+    ) -> None:
         self.query_log = work_dir / "queries.jsonl"
+        self._log_queries = log_queries
         self._scrape_target = scrape_target
         self._scrape_interval = scrape_interval
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -175,7 +178,7 @@ class Prometheus(LocalPrometheus):
             "global:",
             f"  scrape_interval: {self._scrape_interval}",
             "  evaluation_interval: 15s",
-            f"  query_log_file: {self.query_log}",
+            *([f"  query_log_file: {self.query_log}"] if self._log_queries else []),
             "scrape_configs:",
             "  - job_name: models",
             "    static_configs:",

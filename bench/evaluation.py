@@ -394,6 +394,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--big-models", type=int, default=10_000, help="then watcher alone (0: skip)")
     parser.add_argument("--vector-series", type=int, default=10_000, help="then one rule over them (0: skip)")
     parser.add_argument("--cycles", type=int, default=2, help="15 s cycles per side-by-side window")
+    parser.add_argument(
+        "--side-query", choices=("latency", "gauge"), default="latency", help="the rule's kind"
+    )
     options = parser.parse_args(argv)
     if options.side_by_side:
         return side_by_side(options)
@@ -443,7 +446,14 @@ def side_by_side(options: argparse.Namespace) -> int:
     import _side_by_side as sbs
 
     scrape = "15s" if options.scrape_interval == "2s" else options.scrape_interval  # less baseline noise
-    plan = sbs.Plan(options.side_models, options.big_models, options.vector_series, options.cycles, scrape)
+    plan = sbs.Plan(
+        options.side_models,
+        options.big_models,
+        options.vector_series,
+        options.cycles,
+        scrape,
+        options.side_query,
+    )
     work = Path(tempfile.mkdtemp(prefix="watcher-bench-"))
     try:
         rows = sbs.run(plan, work)
