@@ -137,6 +137,7 @@ class OutboxWorker:
             self.store.timeline(incident.id),
             prometheus_url=self.prometheus_url,
             http_base_url=self.http_base_url,
+            findings=self.store.findings([incident.id]).get(incident.id, []),
         )
         payload = render_incident(build_message(facts, now))
         if incident.slack_ts is None or incident.slack_channel is None:
