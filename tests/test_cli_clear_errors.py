@@ -95,5 +95,9 @@ def test_check_refuses_sql_parameters_that_are_never_bound(tmp_path: Path) -> No
     assert run_check(tmp_path / "watcher.yaml", None, out=out, err=err, env={}) == 1
     findings = [line.split(": ", 1)[1] for line in out.getvalue().splitlines()]
     bound = "only :window_start, :window_end and :version are bound"
-    assert findings == [f"query: unknown parameter :evil; {bound}", f"query: unknown parameter :day; {bound}"]
-    assert [line.split(":")[1:3] for line in out.getvalue().splitlines()] == [["7", "14"], ["12", "49"]]
+    assert findings == [
+        "sql: the live version needs a target: set target: in the file or the rule",
+        f"query: unknown parameter :evil; {bound}",
+        f"query: unknown parameter :day; {bound}",
+    ]
+    assert [line.split(":")[1:3] for line in out.getvalue().splitlines()] == [["6", "7"], ["7", "14"], ["12", "49"]]
