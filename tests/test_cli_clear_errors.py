@@ -100,4 +100,5 @@ def test_check_refuses_sql_parameters_that_are_never_bound(tmp_path: Path) -> No
         f"query: unknown parameter :evil; {bound}",
         f"query: unknown parameter :day; {bound}",
     ]
-    assert [line.split(":")[1:3] for line in out.getvalue().splitlines()] == [["6", "7"], ["7", "14"], ["12", "49"]]
+    positions = [line.split(":")[1:3] for line in out.getvalue().splitlines()]
+    assert positions == [["6", "7"], ["7", "14"], ["12", "49"]]
