@@ -164,6 +164,10 @@ class Scenario:
         daemon = self._start_daemon(config, slack, copied.analytics_db)
         monitor = self._watch(daemon, registry)
         code = print_summary(self.console, monitor.observations, timings, verify_after=verify_after)
+        if monitor.observations.incident_id is not None:
+            page = f"{self.urls.watcher}/incidents/{monitor.observations.incident_id}"
+            hint = "" if self.options.keep_running else " (add --keep-running to keep it up)"
+            self.console.say(f"  incident page: {page}{hint}")
         if code == 0 and self.options.press_undo:
             code = self._press_undo(monitor.observations.incident_id, registry)
         if self.options.keep_running:
