@@ -131,6 +131,18 @@ def _replay(plan: ReplayPlan, config: WatcherConfig, fetcher: RangeFetcher | Non
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    """The replay, with watcher's per-evaluation logs quiet (the report is its output), and the
+    loggers as they were afterwards (the command also runs in process, in tests)."""
+    logger = logging.getLogger("watcher")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _cmd_backtest_quietly(args)
+    finally:
+        logger.setLevel(level)
+
+
+def _cmd_backtest_quietly(args: argparse.Namespace) -> int:
     from watcher.backtest.clock import TimeRange
     from watcher.backtest.replay import ReplayPlan
     from watcher.backtest.variant import apply_settings
@@ -142,7 +154,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     config = load_or_report(args)
     if isinstance(config, int):
         return config
-    logging.getLogger("watcher").setLevel(logging.ERROR)  # per-evaluation logs are the report's job
     rules = _select(config, args.selection)
     if isinstance(rules, str):
         print(f"watcher backtest: {rules}", file=sys.stderr)
