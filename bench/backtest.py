@@ -135,7 +135,11 @@ def run(directory: Path, url: str, hours: float) -> int:
     found = totals(summarize(result))
     total = done - started
     verdict = "met" if total < TARGET_SECONDS else "MISSED"
-    print(f"{len(rules)} rules, {hours:g} h at 15 s steps: {result.evaluations} evaluations")
+    unjudged = sum(result.unjudged.values())
+    print(
+        f"{len(rules)} rules, {hours:g} h at 15 s steps: {result.evaluations} evaluations "
+        f"({unjudged} more not judged: after a would-be rollback the record holds the other version)"
+    )
     print(f"fetch (range queries):  {fetched - started:6.2f} s, {fetcher.requests_made} requests")
     print(f"replay (engine):        {done - fetched:6.2f} s")
     print(f"total:                  {total:6.2f} s (target under {TARGET_SECONDS:.0f} s: {verdict})")

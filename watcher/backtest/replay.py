@@ -12,7 +12,7 @@ the engine's. What differs from the daemon is only what the engine is plugged in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,13 +25,16 @@ from watcher.backtest.clock import TimeRange, moments, step_seconds
 from watcher.backtest.history import VersionHistory
 from watcher.backtest.rangedata import GuardedSource, HistoryBatch, RangeFetcher, SeriesKey
 from watcher.backtest.targets import ReplayClock, ReplayTargets, WouldRollback
+from watcher.decisions.attribution import Attribution
+from watcher.decisions.evaluation import step
 from watcher.decisions.known_good import VersionSighting
 from watcher.engine.bind import RuntimeRule, build_runtime_rules, build_source
 from watcher.engine.tick import Engine as WatcherEngine
 from watcher.engine.tick import QuietWrite, TickResult
 from watcher.incidents.dispatch import RollbackDispatcher
-from watcher.model import Outcome, RuleState, SourceError
-from watcher.rules.config import WatcherConfig
+from watcher.model import Outcome, RuleState, SourceAnswer, SourceError, Value
+from watcher.rules.config import SafetySettings, WatcherConfig
+from watcher.rules.instances import is_vector_rule
 from watcher.rules.rulefmt import Rule
 from watcher.sources.prometheus import PrometheusSource
 from watcher.store import migrate
@@ -77,6 +80,9 @@ class ReplayResult:
     rollbacks: list[WouldRollback]
     history: VersionHistory  # as the replay saw it, would-be rollbacks included
     evaluations: int
+    # Per rule, the moments it was not judged at: after a would-be rollback, until the record
+    # catches up, the recorded data is the other version's (see targets.ReplayTargets).
+    unjudged: dict[str, int] = field(default_factory=dict)
 
 
 class ReplayStore(Store):
@@ -108,11 +114,55 @@ class ReplayStore(Store):
 
 
 class ReplayEngine(WatcherEngine):
-    """The daemon's engine, less one chore: a quiet rule's periodic state write is what a restart
-    would assume anyway, and a replay never restarts (it would be most of the replay's work)."""
+    """The daemon's engine, less what only a long-running process needs.
+
+    - A quiet rule's periodic state write is what a restart would assume anyway, and a replay never
+      restarts (it would be most of the replay's work).
+    - Most evaluations of a replay are of rules at rest on an ok answer: `pass_at_rest` steps them
+      through the daemon's own `step` and keeps the outcome only when the engine would have made no
+      write but the quiet one (`_quiet`), without the tick's batching, timing and logging around it.
+      Anything else (a breach, an error, an open incident, settling) goes through `tick_group`.
+    - An attribution that is not settling stays so until the version history changes: it is kept
+      per (target, lookback) until the replay driver says the history changed (`forget`).
+    """
+
+    def __init__(self, store: Store, targets: ReplayTargets, safety: SafetySettings) -> None:
+        super().__init__(store, targets, safety)
+        self._steady: dict[tuple[str, timedelta], Attribution] = {}
 
     def write_quiet(self, writes: Sequence[QuietWrite], now: datetime) -> None:
         return
+
+    def forget(self) -> None:
+        """The version history changed (a recorded change, a would-be rollback)."""
+        self._steady.clear()
+        self.versions.forget()
+
+    def attribution(self, runtime: RuntimeRule, now: datetime) -> Attribution | None:
+        target = runtime.rule.target
+        if target is None or is_vector_rule(runtime.rule):
+            return super().attribution(runtime, now)
+        key = (target, runtime.lookback)
+        steady = self._steady.get(key)
+        if steady is not None:
+            return replace(steady, window_start=now - runtime.lookback)
+        found = super().attribution(runtime, now)
+        if found is not None and not found.settling:
+            self._steady[key] = found
+        return found
+
+    def pass_at_rest(self, runtime: RuntimeRule, answer: SourceAnswer, now: datetime) -> TickResult | None:
+        """The evaluation of a rule at rest that stays at rest, as `settle` would have made it; None
+        when the rule must go through `tick_group` (nothing is kept then)."""
+        rule_id = runtime.id
+        if not isinstance(answer, Value) or rule_id in self._open_incident_rules:
+            return None
+        attribution = self.attribution(runtime, now)
+        transition = step(self.status(rule_id), answer, runtime.policy, now, attribution)
+        if transition.fired or not self._quiet(rule_id, transition):
+            return None
+        self._statuses[rule_id] = transition.current  # one thread: the replay driver's
+        return TickResult(rule_id, answer, transition, None, 0.0, attribution)
 
 
 class VersionRecorder:
@@ -253,24 +303,89 @@ def _run(
     targets = ReplayTargets(sorted(names), plan.history, clock)
     store = ReplayStore(database, targets)
     engine = ReplayEngine(store, targets, config.safety)
-    dispatcher = RollbackDispatcher(store, targets, HOLDER, config.safety.verify_after)
     recorder = VersionRecorder(store, targets)
     recorder.advance(plan.window.start - timedelta(microseconds=1), before_replay=True)
     runtimes = bind(plan, config, fetcher, targets)
-    traces = {rid: RuleTrace(r.rule, rule_step(r.rule, plan)) for rid, r in runtimes.items()}
-    first_breach: dict[int, datetime] = {}
-    evaluations = 0
+    driver = _Driver(plan, store, engine, recorder, runtimes)
+    driver.history_changed()
     for moment, due in schedule(plan, runtimes):
-        clock.now = moment
-        if recorder.advance(moment):
-            store.forget()
-        results = engine.tick_group(due, moment)
-        evaluations += len(results)
-        _trace(results, traces, first_breach, moment)
+        driver.at(moment, due)
+    result = _collect(plan, store, driver.traces, driver.first_breach, targets, driver.evaluations)
+    return replace(result, unjudged=driver.unjudged)
+
+
+class _Driver:
+    """The replay's loop: the clock, the version record, and each moment's rules through the engine."""
+
+    def __init__(
+        self,
+        plan: ReplayPlan,
+        store: ReplayStore,
+        engine: ReplayEngine,
+        recorder: VersionRecorder,
+        runtimes: Mapping[str, RuntimeRule],
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.targets = store.replay_targets
+        self.recorder = recorder
+        self.dispatcher = RollbackDispatcher(store, self.targets, HOLDER, engine.safety.verify_after)
+        self.traces = {rid: RuleTrace(r.rule, rule_step(r.rule, plan)) for rid, r in runtimes.items()}
+        self.first_breach: dict[int, datetime] = {}
+        self.evaluations = 0
+        self.unjudged: dict[str, int] = {}
+        # The rules read straight from their history when at rest (see ReplayEngine.pass_at_rest).
+        self.readers = {rid: reader for rid, r in runtimes.items() if (reader := _history_reader(r))}
+        self.blocked: frozenset[str] = frozenset()
+
+    def history_changed(self) -> None:
+        """The version history changed: caches go, and which targets cannot be judged is asked anew
+        (it changes only with the history: a recorded change or a would-be rollback)."""
+        self.store.forget()
+        self.engine.forget()
+        self.blocked = frozenset(n for n in self.targets.names if self.targets.counterfactual(n))
+
+    def at(self, moment: datetime, due: Sequence[RuntimeRule]) -> None:
+        self.targets.clock.now = moment
+        if self.recorder.advance(moment):
+            self.history_changed()
+        results: list[TickResult] = []
+        busy: list[RuntimeRule] = []
+        for runtime in due:
+            if runtime.rule.target in self.blocked:
+                self.unjudged[runtime.id] = self.unjudged.get(runtime.id, 0) + 1
+                continue
+            reader = self.readers.get(runtime.id)
+            rested = None if reader is None else self.engine.pass_at_rest(runtime, reader(moment), moment)
+            if rested is None:
+                busy.append(runtime)
+            else:
+                results.append(rested)
+        if busy:
+            results += self.engine.tick_group(busy, moment)
+        self.evaluations += len(results)
+        _trace(results, self.traces, self.first_breach, moment)
         if any(result.incident_opened is not None or result.transition.fired for result in results):
-            dispatcher.run_due(moment)  # as the daemon does right after a tick that opened one
-            store.forget()
-    return _collect(plan, store, traces, first_breach, targets, evaluations)
+            self.dispatcher.run_due(moment)  # as the daemon does right after a tick that opened one
+            self.history_changed()
+
+
+def _history_reader(runtime: RuntimeRule) -> Callable[[datetime], SourceAnswer] | None:
+    """How a Prometheus rule over one series reads its answer at a moment from its history (its
+    target is judgeable: the driver checked), or None for the rules the engine must measure."""
+    source = runtime.source
+    if not isinstance(source, PrometheusSource) or is_vector_rule(runtime.rule):
+        return None
+    batch = source.batch
+    if not isinstance(batch, HistoryBatch):
+        return None
+    keys = batch.keys(source)
+    fetcher = batch.fetcher
+
+    def read(moment: datetime) -> SourceAnswer:
+        return source.measure_answers([fetcher.answer(key, moment) for key in keys], moment)
+
+    return read
 
 
 def _trace(

@@ -169,6 +169,7 @@ def report_json(result: ReplayResult) -> dict[str, Any]:
         "from": iso_utc(result.window.start),
         "to": iso_utc(result.window.end),
         "evaluations": result.evaluations,
+        "unjudged": dict(sorted(result.unjudged.items())),
         "incidents": [incident_json(incident) for incident in incidents],
         "totals": totals_json(totals(incidents)),
     }
@@ -223,7 +224,19 @@ def totals_line(summary: Totals) -> str:
 def report_lines(result: ReplayResult) -> list[str]:
     incidents = summarize(result)
     lines = [incident_line(incident) for incident in incidents] or ["no incidents"]
-    return [*lines, totals_line(totals(incidents))]
+    return [*lines, totals_line(totals(incidents)) + unjudged_note(result)]
+
+
+def unjudged_note(result: ReplayResult) -> str:
+    """Why an incident after a would-be rollback may stay open: nothing recorded can judge it."""
+    if not result.unjudged:
+        return ""
+    moments = sum(result.unjudged.values())
+    rules = len(result.unjudged)
+    return (
+        f"; not judged after a would-be rollback (the record holds the other version's data): "
+        f"{moments} evaluations of {rules} rule{'s' if rules != 1 else ''}"
+    )
 
 
 def side_by_side(left_title: str, left: Sequence[str], right_title: str, right: Sequence[str]) -> list[str]:
