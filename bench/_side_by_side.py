@@ -178,7 +178,7 @@ def window(
 
 
 def growth(start: Ends, end: Ends, name: str) -> float:
-    return s.total(end.metrics, name) - s.total(start.metrics, name)
+    return float(s.total(end.metrics, name) - s.total(start.metrics, name))
 
 
 def p99(values: Sequence[float]) -> float:

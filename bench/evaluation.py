@@ -67,7 +67,7 @@ def read_window(prometheus: s.Prometheus, pid: int, metrics: Callable[[], s.Samp
 
 
 def delta(start: Window, end: Window, name: str, **labels: str) -> float:
-    return s.total(end.metrics, name, **labels) - s.total(start.metrics, name, **labels)
+    return float(s.total(end.metrics, name, **labels) - s.total(start.metrics, name, **labels))
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def histogram_quantile(q: float, start: Window, end: Window, name: str) -> float
         if count >= rank:
             if upper == float("inf"):
                 return lower
-            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
+            return float(lower + (upper - lower) * (rank - below) / max(count - below, 1e-9))
         lower, below = upper, count
     return lower
 
@@ -175,7 +175,7 @@ def engine_run(start: Window, end: Window, queries: Sequence[s.LoggedQuery], bas
 def baseline_cpu_per_second(prometheus: s.Prometheus, seconds: float) -> float:
     before = s.cpu_seconds(prometheus.pid)
     time.sleep(seconds)
-    return (s.cpu_seconds(prometheus.pid) - before) / seconds
+    return float(s.cpu_seconds(prometheus.pid) - before) / seconds
 
 
 def measure_watcher(

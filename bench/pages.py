@@ -118,7 +118,7 @@ def main() -> int:
     if args.database:
         from sqlalchemy import text
 
-        schema = store.engine.url.query["options"].split("=", 1)[1]  # type: ignore[union-attr]
+        schema = store.engine.url.query["options"].split("=", 1)[1]
         store.engine.dispose()
         with _plain_engine(args.database).begin() as connection:
             connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))

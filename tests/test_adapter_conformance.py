@@ -101,6 +101,11 @@ def kubernetes_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack
     cluster.set_image("ml", "model", "img:3")
     cluster.write_kubeconfig(tmp_path / "kubeconfig")
     settings = {"namespace": "ml", "deployment": "model", "kubeconfig": "kubeconfig", "poll_interval": "50ms"}
+
+    def race(_adapter: Any) -> str:
+        cluster.set_image_before_next_patch("img:other")
+        return "4"
+
     return Harness(
         factory,
         settings,
@@ -110,7 +115,7 @@ def kubernetes_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack
         settings,
         # Every answer a 500 whose body echoes the bearer token, as a careless proxy might.
         lambda: cluster.fail_next(500, times=100),
-        race_before_write=lambda _adapter: (cluster.set_image_before_next_patch("img:other"), "4")[1],
+        race_before_write=race,
     )
 
 
@@ -122,6 +127,11 @@ def webhook_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, r
         "secret": SECRET,
         "headers": {"Authorization": f"Bearer {SECRET}"},
     }
+
+    def race(_adapter: Any) -> str:
+        receiver.set_live_before_next_rollback("1")
+        return "1"
+
     return Harness(
         factory,
         settings,
@@ -130,7 +140,7 @@ def webhook_harness(factory: AdapterFactory, tmp_path: Path, stack: ExitStack, r
         lambda: receiver.set_live("1"),
         settings,
         lambda: receiver.fail_next(502, times=100),
-        race_before_write=lambda _adapter: (receiver.set_live_before_next_rollback("1"), "1")[1],
+        race_before_write=race,
     )
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.daemon import FAST_RULES, DaemonProcess, Db, evaluations, fast_workspace, wait_for
 from tests.support.slow_switch import finished_intent, slow_switch_stand
+from watcher.decisions.evaluation import RuleStatus
 from watcher.model import RollbackStatus, RuleState
 from watcher.store import migrate
 
@@ -37,6 +38,7 @@ def test_kill9_while_pending_keeps_state_and_fires_once(
         incident = wait_for(lambda: db.store.incidents(), what="the incident", timeout=90)[0]
         restored = db.store.rule_states()[RULE].status
         assert restored.active_since == pending.active_since  # the `for` clock survived the kill
+        assert pending.active_since is not None
         assert incident.opened_at >= pending.active_since + timedelta(seconds=8)
         wait_for(lambda: ws.champion() == "2", what="the rollback")
         assert len(db.store.incidents()) == 1
@@ -47,7 +49,7 @@ def test_kill9_while_pending_keeps_state_and_fires_once(
         db.close()
 
 
-def _state_if(db: Db, state: RuleState) -> object:
+def _state_if(db: Db, state: RuleState) -> RuleStatus | None:
     stored = db.store.rule_states().get(RULE)
     return stored.status if stored is not None and stored.status.state is state else None
 

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from tests.support.harness import RULE, Harness
 from tests.support.workspace import DEFAULT_RULES, make_workspace
 from watcher.decisions.evaluation import TransitionReason
-from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState
+from watcher.model import IncidentStatus, Outcome, RollbackStatus, RuleState, SeriesValues
 from watcher.store.queue import WorkQueue
 
 pytestmark = pytest.mark.integration
@@ -201,6 +201,7 @@ def test_a_groups_quiet_writes_wait_for_write_quiet_and_a_breach_does_not(harnes
     quiet: list[QuietWrite] = []
     harness.workspace.set_value(0.01)
     [measurement], [attribution], share = harness.engine.measure_group([runtime], T0)
+    assert not isinstance(measurement, SeriesValues)
 
     harness.engine.settle(runtime, measurement, T0, share, quiet, attribution)
 
@@ -212,6 +213,7 @@ def test_a_groups_quiet_writes_wait_for_write_quiet_and_a_breach_does_not(harnes
     # Not quiet (a breach starts): written at once, whatever list is passed.
     harness.workspace.set_value(0.2)
     [measurement], [attribution], share = harness.engine.measure_group([runtime], T0 + timedelta(seconds=30))
+    assert not isinstance(measurement, SeriesValues)
     later: list[QuietWrite] = []
     harness.engine.settle(runtime, measurement, T0 + timedelta(seconds=30), share, later, attribution)
     assert later == []

@@ -604,7 +604,7 @@ _ATTRIBUTIONS = [
     Attribution(AttributionKind.SETTLING, "v2", ago(timedelta(minutes=1)), _WINDOW, "v1"),
     Attribution(AttributionKind.UNVERSIONED, None, None, _WINDOW),
 ]
-_MEASUREMENTS = [OK, BREACH, NO_DATA, ERROR, Value(float("nan")), Value(0.5, samples=1)]
+_MEASUREMENTS: list[Measurement] = [OK, BREACH, NO_DATA, ERROR, Value(float("nan")), Value(0.5, samples=1)]
 
 
 def test_the_shortcut_for_a_rule_at_rest_changes_nothing() -> None:

@@ -19,6 +19,7 @@ from tests.support.workspace import make_workspace
 from watcher.model import IncidentStatus
 from watcher.store import migrate
 from watcher.store.database import open_engine
+from watcher.store.records import IncidentRecord
 from watcher.store.repository import Store
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -156,6 +157,6 @@ def test_bad_version_rolls_back_to_known_good_then_cooldown_asks_for_approval(
         engine.dispose()
 
 
-def _status(store: Store, incident_id: int, status: IncidentStatus) -> object:
+def _status(store: Store, incident_id: int, status: IncidentStatus) -> IncidentRecord | None:
     record = store.incident(incident_id)
     return record if record is not None and record.status is status else None

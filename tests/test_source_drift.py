@@ -23,7 +23,8 @@ import sqlalchemy as sa
 from tests.support.services import fresh_postgres_schema
 from watcher.model import DriftMethod, ErrorKind, NoData, SourceError, Value
 from watcher.sources.drift.cache import ReferenceCache
-from watcher.sources.drift.source import DriftSource, SqlRef
+from watcher.sources.drift.source import DriftSource
+from watcher.sources.drift.spec import SqlRef
 
 AT = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 TIMEOUT = timedelta(seconds=20)
