@@ -26,6 +26,9 @@ class VersionChange:
     version: str
     had_incident: bool = False  # watcher's records say an incident was opened on this period
     replayed: bool = False  # a would-be rollback of the replay, not a recorded change
+    # A rollback watcher made on its own (not asked by a person): the replay makes its own such
+    # decisions, so it does not take this one as given; the data after it is still this version's.
+    automatic: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,16 @@ class TargetHistory:
             return None
         index = bisect.bisect_right(self._times(), moment) - 1
         return self.changes[max(index, 0)].version
+
+    def last_change_at(self, moment: datetime) -> VersionChange | None:
+        """The last change at or before `moment`."""
+        index = bisect.bisect_right(self._times(), moment) - 1
+        return self.changes[index] if index >= 0 else None
+
+    def next_change_after(self, moment: datetime) -> VersionChange | None:
+        """The first change after `moment`."""
+        index = bisect.bisect_right(self._times(), moment)
+        return self.changes[index] if index < len(self.changes) else None
 
     def previous_at(self, moment: datetime) -> str | None:
         """The version live before the one live at `moment` (what an adapter calls its previous)."""
@@ -78,6 +91,12 @@ class VersionHistory:
 
     def copy(self) -> VersionHistory:
         return VersionHistory(change for history in self.targets.values() for change in history.changes)
+
+    def without_automatic(self) -> VersionHistory:
+        """A copy without watcher's automatic rollbacks: the history a replay decides on."""
+        return VersionHistory(
+            change for history in self.targets.values() for change in history.changes if not change.automatic
+        )
 
     def target(self, name: str) -> TargetHistory:
         return self.targets.setdefault(name, TargetHistory())
@@ -135,11 +154,16 @@ def recorded_history(database: str, targets: Sequence[str]) -> VersionHistory | 
     """The live versions watcher recorded per target in `database`, read only.
 
     A database that does not exist is not created (an empty history); each recorded period of a
-    version is a change at its first sighting."""
+    version is a change at its first sighting. A period that began with a rollback watcher made on
+    its own (an automatic rollback: the intent's requester is watcher) is marked `automatic`."""
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
+    from watcher.incidents.flow import ACTOR as WATCHER
+    from watcher.model import RollbackStatus
     from watcher.store.database import is_sqlite, open_engine
+    from watcher.store.queue import WorkQueue
+    from watcher.store.records import IntentPurpose
     from watcher.store.repository import Store
 
     sqlite_file = make_url(database).database if is_sqlite(database) else None
@@ -154,12 +178,26 @@ def recorded_history(database: str, targets: Sequence[str]) -> VersionHistory | 
     try:
         store = Store(engine)
         sightings: Mapping[str, list[VersionSighting]] = {name: store.sightings(name) for name in targets}
+        automatic = {
+            (intent.target, intent.to_version, intent.finished_at)
+            for intent in WorkQueue(store).intents()
+            if intent.requested_by == WATCHER
+            and intent.purpose is IntentPurpose.ROLLBACK
+            and intent.status is RollbackStatus.SUCCEEDED
+        }
     except Exception as error:  # not migrated yet, unreachable: say so, the CSV may still serve
         return HistoryProblem(f"cannot read watcher's version records: {type(error).__name__}")
     finally:
         engine.dispose()
     return VersionHistory(
-        VersionChange(sighting.first_seen, name, sighting.version, sighting.had_incident)
+        VersionChange(
+            sighting.first_seen,
+            name,
+            sighting.version,
+            sighting.had_incident,
+            # The dispatcher records the new period in the transaction that finishes the intent.
+            automatic=(name, sighting.version, sighting.first_seen) in automatic,
+        )
         for name, periods in sightings.items()
         for sighting in periods
     )

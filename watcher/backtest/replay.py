@@ -38,6 +38,7 @@ from watcher.rules.instances import is_vector_rule
 from watcher.rules.rulefmt import Rule
 from watcher.sources.prometheus import PrometheusSource
 from watcher.store import migrate
+from watcher.store.findings import FindingRecord
 from watcher.store.queue import WorkQueue
 from watcher.store.records import AuditEvent, IncidentRecord, RollbackIntent
 from watcher.store.repository import Store
@@ -75,6 +76,7 @@ class ReplayResult:
     incidents: list[IncidentRecord]  # oldest first
     intents: list[RollbackIntent]
     timelines: dict[int, list[AuditEvent]]
+    findings: dict[int, list[FindingRecord]]  # per incident, the opening rule first
     traces: dict[str, RuleTrace]
     first_breach: dict[int, datetime]  # incident id -> when its opening rule began to breach
     rollbacks: list[WouldRollback]
@@ -300,7 +302,8 @@ def _run(
 ) -> ReplayResult:
     clock = ReplayClock(plan.window.start)
     names = {*config.targets, *(rule.target for rule in plan.rules.values() if rule.target)}
-    targets = ReplayTargets(sorted(names), plan.history, clock)
+    steps = [rule_step(rule, plan) for rule in plan.rules.values()]
+    targets = ReplayTargets(sorted(names), plan.history, clock, timedelta(seconds=max(steps, default=0)))
     store = ReplayStore(database, targets)
     engine = ReplayEngine(store, targets, config.safety)
     recorder = VersionRecorder(store, targets)
@@ -337,6 +340,16 @@ class _Driver:
         # The rules read straight from their history when at rest (see ReplayEngine.pass_at_rest).
         self.readers = {rid: reader for rid, r in runtimes.items() if (reader := _history_reader(r))}
         self.blocked: frozenset[str] = frozenset()
+        # When whether a target can be judged changes by time alone: at each automatic rollback in
+        # the record (the replay does not take it as given) and one step after (see
+        # ReplayTargets._decision_pending).
+        self.data_changes = sorted(
+            moment
+            for name in self.targets.names
+            for change in self.targets.recorded.target(name).changes
+            if change.automatic
+            for moment in (change.at, change.at + self.targets.step)
+        )
 
     def history_changed(self) -> None:
         """The version history changed: caches go, and which targets cannot be judged is asked anew
@@ -347,7 +360,10 @@ class _Driver:
 
     def at(self, moment: datetime, due: Sequence[RuntimeRule]) -> None:
         self.targets.clock.now = moment
-        if self.recorder.advance(moment):
+        data_changed = bool(self.data_changes) and self.data_changes[0] <= moment
+        while self.data_changes and self.data_changes[0] <= moment:
+            self.data_changes.pop(0)
+        if self.recorder.advance(moment) or data_changed:
             self.history_changed()
         results: list[TickResult] = []
         busy: list[RuntimeRule] = []
@@ -417,6 +433,7 @@ def _collect(
         incidents=incidents,
         intents=WorkQueue(store).intents(),
         timelines={incident.id: store.timeline(incident.id) for incident in incidents},
+        findings=store.findings([incident.id for incident in incidents]),
         traces=traces,
         first_breach=first_breach,
         rollbacks=list(targets.rollbacks),

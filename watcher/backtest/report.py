@@ -108,7 +108,7 @@ def summarize(result: ReplayResult) -> list[WouldBeIncident]:
                 RulePeak(rule_id, _peak(trace, first, record.resolved_at), comparison, rule.threshold)
             )
         intents = [intent for intent in result.intents if intent.incident_id == record.id]
-        document = incident_to_json(record, intents)
+        document = incident_to_json(record, intents, findings=result.findings.get(record.id, []))
         rollback = document.get("rollback") or {}
         found.append(
             WouldBeIncident(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from watcher.backtest.history import VersionChange, VersionHistory
@@ -85,11 +85,20 @@ class DryRunAdapter:
 class ReplayTargets(TargetRegistry):
     """The configured targets' names, their versions from `history` at `clock.now`."""
 
-    def __init__(self, names: Sequence[str], recorded: VersionHistory, clock: ReplayClock) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        recorded: VersionHistory,
+        clock: ReplayClock,
+        step: timedelta = timedelta(0),
+    ) -> None:
         super().__init__({}, Path("."))
+        self.step = step
         self._names = sorted(names)
         self.recorded = recorded
-        self.history = recorded.copy()
+        # What the replay decides on: the record less watcher's own automatic rollbacks (the replay
+        # makes its own); `recorded` stays what was live, so what the data is.
+        self.history = recorded.without_automatic()
         self.clock = clock
         self.rollbacks: list[WouldRollback] = []
         self._dry = {name: DryRunAdapter(name, self) for name in self._names}
@@ -115,12 +124,33 @@ class ReplayTargets(TargetRegistry):
             return None
         now = self.clock.now
         replayed, recorded = self.history.version_at(name, now), self.recorded.version_at(name, now)
-        if replayed == recorded:
+        if replayed == recorded or self._decision_pending(name, now):
             return None
         return SourceError(
             ErrorKind.CONFIG,
             f"{name}: the replay rolled back to {replayed}; the recorded data is {recorded}'s",
             retryable=False,
+        )
+
+    def _decision_pending(self, name: str, now: datetime) -> bool:
+        """The replay and the record differ only by when the same automatic rollback was made: the
+        record's came less than a step ago (the replay makes it itself at its next step), or the
+        replay's came first and the record's follows within a step. Either way the window is nearly
+        all the replaced version's data, and blocking it would keep the replay from reaching, or
+        from following up, the decision the daemon made."""
+        record = self.recorded.target(name)
+        last = record.last_change_at(now)
+        if last is not None and last.automatic and now - last.at < self.step:
+            return True
+        mine = self.history.target(name).last_change_at(now)
+        if mine is None or not mine.replayed:
+            return False
+        coming = record.next_change_after(now)
+        return (
+            coming is not None
+            and coming.automatic
+            and coming.version == mine.version
+            and coming.at - mine.at < self.step
         )
 
     def roll_back(self, name: str, from_version: str, to_version: str) -> None:

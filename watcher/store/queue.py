@@ -46,6 +46,7 @@ def _intent_from_row(row: RowMapping) -> RollbackIntent:
         created_at=row["created_at"],
         result_detail=row["result_detail"],
         fence=row["fence"],
+        finished_at=row["finished_at"],
     )
 
 

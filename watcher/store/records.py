@@ -91,6 +91,7 @@ class RollbackIntent:
     created_at: datetime
     result_detail: str | None
     fence: int = 0  # the fencing token of the claim this copy was read under
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
