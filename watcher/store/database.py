@@ -26,9 +26,12 @@ def _enable_sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
 # A replica stopped mid-transaction (SIGSTOP, a long pause, a lost network) must not keep row locks
 # past its leases: the server ends a session idle inside a transaction, and a wait for a lock
 # gives up instead of hanging. Every transaction of the daemon is short (no network call inside).
+# A wait outlasts the idle bound with room for the stopped replica's last statement: a live replica
+# waiting on a stopped one's lock gets it when that session is ended, rather than giving up first
+# (a rollback it had claimed then stayed claimed, undone, until its claim ran out).
 _PG_SESSION_SETTINGS = (
     "SET idle_in_transaction_session_timeout = '2s'",
-    "SET lock_timeout = '2s'",
+    "SET lock_timeout = '5s'",
 )
 
 
