@@ -44,6 +44,7 @@ from watcher.sources.prometheus import (
     Scalar,
 )
 from watcher.sources.prometheus_batch_proof import proven
+from watcher.sources.prometheus_family import Families, spread
 from watcher.sources.prometheus_query import PreparedQuery
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class PrometheusBatch:
         self.client = client
         self._alone: set[str] = set()  # queries asked on their own from now on
         self._proven: dict[tuple[str, ...], str | None] = {}
+        self.families = Families()
         self._lock = threading.Lock()
 
     @property
@@ -138,11 +140,13 @@ class PrometheusBatch:
         alone = self.alone
         answers: dict[str, Answer] = {}
         shared = {query.text: query for query in queries if shareable(query) and query.text not in alone}
-        for run in chunks(list(shared)):
+        pool, families = self.families.form(shared, alone)
+        for run in chunks(list(pool)):
             if len(run) == 1:
                 answers[run[0]] = self.client.instant_query(run[0], at)
             else:
-                answers.update(self._batch_answers([shared[text] for text in run], at))
+                answers.update(self._batch_answers([pool[text] for text in run], at))
+        spread(families, answers)
         for query in queries:
             if query.text not in shared:
                 answers[query.text] = self.client.instant_query(query.text, at)

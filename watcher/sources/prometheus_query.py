@@ -7,7 +7,8 @@ sent is one complete expression, fit to be one arm of a batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import promql_parser as pp
 
@@ -24,6 +25,7 @@ class PreparedQuery:
     shape: Shape
     result_type: ResultType
     mentions: frozenset[str]
+    tree: Any = field(default=None, compare=False, repr=False)  # the parsed text (pp.Expr)
 
 
 def problem_error(problem: PromqlProblem) -> SourceError:
@@ -43,4 +45,4 @@ def prepare(parsed: ParsedQuery | PromqlProblem, version: str | None) -> Prepare
     # render proved the text against the tree; this parse keeps the structure for batch proofs.
     tree = pp.parse(text)
     mentions = parsed.mentions | ({version} if version is not None and parsed.version_uses else set())
-    return PreparedQuery(text, shape(tree), parsed.result_type, frozenset(mentions))
+    return PreparedQuery(text, shape(tree), parsed.result_type, frozenset(mentions), tree)
