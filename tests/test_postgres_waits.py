@@ -59,13 +59,6 @@ def test_a_write_waits_out_the_row_lock_of_a_replica_stopped_inside_a_transactio
             engine.dispose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rollback whose dispatch raised (a lock wait given up, a connection lost) after its "
-    "claim stays claimed by the live replica that claimed it until CLAIM_LEASE (15 min) runs out: "
-    "nothing puts it back in the queue, and reclaim_intents_of_dead_replicas only frees the claims "
-    "of dead replicas",
-)
 def test_a_rollback_whose_dispatch_met_a_database_error_is_due_again_soon(tmp_path: Path) -> None:
     with fresh_postgres_schema() as schema:
         engine = open_engine(schema.url)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
+
 from watcher.failpoints import crash_if_armed
 from watcher.incidents import lifecycle
 from watcher.incidents.flow import view_of
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 # A claim outlives the slowest adapter call we allow (a Kubernetes rollout waits up to minutes);
 # a replica that takes over reclaims orphaned claims at once instead of waiting for this.
 CLAIM_LEASE = timedelta(minutes=15)
+# When a rollback stopped by a database error is due again, once the retry policy has run out.
+_DATABASE_RETRY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,27 @@ class RollbackDispatcher:
             intent = self.queue.claim_intent(self.holder, now, CLAIM_LEASE)
             if intent is None:
                 break
-            results.append(self.carry_out(intent, now))
+            try:
+                results.append(self.carry_out(intent, now))
+            except DBAPIError:
+                self._give_back(intent, now)
+                raise
         return results
+
+    def _give_back(self, intent: RollbackIntent, now: datetime) -> None:
+        """A database error stopped the dispatch: the rollback is still wanted, so it goes back in the
+        queue, due again soon (under this claim only), instead of staying claimed for CLAIM_LEASE.
+        Safe whatever was done before the error: a retry first reads the live version, and one the
+        adapter already moved is recorded as done, not done twice. If the database cannot take even
+        this, the claim's lease still runs out."""
+        next_at = self.retry_policy.next_attempt_at(intent.attempts, now) or now + _DATABASE_RETRY
+        try:
+            with self.store.transaction() as tx:
+                self.queue.retry_intent_later(
+                    tx.connection, intent, next_at, "database error during dispatch"
+                )
+        except DBAPIError:
+            log.warning("could not put rollback %s back in the queue", intent.key, exc_info=True)
 
     def carry_out(self, intent: RollbackIntent, now: datetime) -> DispatchResult:
         if not self._audit(intent, "rollback_attempt", now, attempt=intent.attempts):
