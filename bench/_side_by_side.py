@@ -9,7 +9,10 @@ over 10,000 series.
   one: no requests.
 - vmalert (Debian's `victoria-metrics` package; installed with apt-get when /usr/bin/vmalert is
   missing) reads the same rule files and asks the first Prometheus over HTTP, as watcher does.
-- watcher: `watcher run`, SQLite, one file per model.
+- watcher: `watcher run`, SQLite, one file per model. The rules are one template but for the
+  model, as ops teams write them, and watcher asks such a family as one query (see
+  watcher/rules/promql_factor.py); a second watcher row has every rule's text differ beyond the
+  model, where it cannot.
 
 Per engine, over a window of whole 15 s cycles opened after every rule has run once: its own CPU
 per cycle (utime + stime), the CPU it adds to the Prometheus it asks (that Prometheus' CPU minus
@@ -68,17 +71,23 @@ class Row:
 
 
 # --- workloads --------------------------------------------------------------------------------
-def one_rule_per_model(models: int, exporter_models: int, kind: str = "latency") -> list[s.RuleSpec]:
+def one_rule_per_model(
+    models: int, exporter_models: int, kind: str = "latency", *, one_template: bool = True
+) -> list[s.RuleSpec]:
     """`models` models, one threshold rule each (p99 latency above 2 s: never breaches); model i
-    reads exporter model i mod `exporter_models`, its text made distinct (`+ 0 * i`) so that no
-    engine can share a query between rules."""
+    reads exporter model i mod `exporter_models`. No two rules have the same text, so no engine can
+    share a query between rules: as ops teams write them, the rules of the models read by one
+    exporter model are one template but for the model (`+ 0 * k`, k = i // exporter_models,
+    tells the rules of one exporter model apart); with `one_template` False every rule's text
+    differs beyond the model (`+ 0 * i`), so that watcher cannot ask them as one query either."""
     names = s.model_names(exporter_models)
     query, above, threshold = QUERIES[kind]
     return [
         s.RuleSpec(
             f"m-{index:05d}",
             kind,
-            f"({query.replace('$m', names[index % exporter_models])}) + 0 * {index}",
+            f"({query.replace('$m', names[index % exporter_models])}) + 0 * "
+            f"{index // exporter_models if one_template else index}",
             above,
             threshold,
         )
@@ -331,6 +340,10 @@ def run(plan: Plan, work: Path) -> list[Row]:
         rows.append(vmalert(work, prometheus, rules, plan.cycles, baseline))
         progress(f"watcher, {len(rules):,} rules")
         rows.append(watch(work / "watcher", prometheus, rules, plan, baseline))
+        progress(f"watcher, {len(rules):,} rules, no two of one template")
+        apart = one_rule_per_model(plan.models, exporter_models, plan.kind, one_template=False)
+        note = "no two of one template"
+        rows.append(watch(work / "watcher-apart", prometheus, apart, plan, baseline, note))
         if plan.big:
             big = one_rule_per_model(plan.big, exporter_models, plan.kind)
             progress(f"watcher, {len(big):,} rules in {len(big):,} files")
@@ -350,11 +363,16 @@ def run(plan: Plan, work: Path) -> list[Row]:
 
 
 def watch(
-    directory: Path, prometheus: s.Prometheus, rules: list[s.RuleSpec], plan: Plan, baseline: float
+    directory: Path,
+    prometheus: s.Prometheus,
+    rules: list[s.RuleSpec],
+    plan: Plan,
+    baseline: float,
+    note: str = "",
 ) -> Row:
     setup = s.write_watcher_setup(directory, rules, prometheus.url)
     expected = (len(rules), s.query_uses(rules))
-    workload = f"{len(rules):,} models, {len(rules):,} files"
+    workload = f"{len(rules):,} models, {len(rules):,} files" + (f", {note}" if note else "")
     return watcher(directory, prometheus, setup, expected, workload, plan.cycles, baseline)
 
 

@@ -319,8 +319,20 @@ def read_query_log(
                 logged=_unix(entry["ts"]),
                 seconds=float(timings.get("execTotalTime", 0.0)),
                 from_rule_engine="ruleGroup" in entry,
-                rules=sum((uses or {}).get(arm, 1) for arm in arms(params.get("query", ""))),
+                rules=sum(_rules_asking(arm, uses or {}) for arm in arms(params.get("query", ""))),
             )
+
+
+# A family of rules asked as one query (watcher/rules/promql_factor.py): `model=~"a|b|..."`.
+_FAMILY = re.compile(r'model=~"((?:[^"\\]|\\.)*)"')
+
+
+def _rules_asking(arm: str, uses: Mapping[str, int]) -> int:
+    """How many rules an arm answers: those asking its text, or one per model of a family."""
+    if arm in uses:
+        return uses[arm]
+    family = _FAMILY.search(arm)
+    return len(family.group(1).split("|")) if family else 1
 
 
 def _unix(text: str) -> float:
