@@ -195,3 +195,29 @@ def test_a_late_group_counts_a_missed_run_for_each_of_its_rules(
         wait_for(missed_by_each, what="a missed run counted for each rule of the late group", timeout=20)
     finally:
         release.set()
+
+
+def family_files(models: range) -> dict[str, str]:
+    """One file per model, each the same rule but for the model: one family of queries."""
+    return {
+        f"f{i:04d}.yaml": f"model: f{i:04d}\nrules:\n"
+        + rule("latency", source=f"prometheus: 'sum(rate(x{{model=\"f{i:04d}\"}}[5m]))'")
+        for i in models
+    }
+
+
+def test_the_rules_of_one_family_are_placed_together_by_up_to_500(tmp_path: Path) -> None:
+    runtime = load(tmp_path, family_files(range(1001)) | one_rule_files(range(100)))
+
+    groups = evaluation_groups(runtime)
+
+    assert where(groups).keys() == runtime.keys()
+    family = [f"f{i:04d}/latency" for i in range(1001)]
+    shards_of_family = {where(groups)[rule_id] for rule_id in family}
+    # Three units (500, 500, 1 rule), each asked as one arm, each whole in one shard.
+    for chunk in (family[:500], family[500:1000], family[1000:]):
+        assert len({where(groups)[rule_id] for rule_id in chunk}) == 1
+    assert len(shards_of_family) <= 3
+    lone = [f"m{i:04d}/latency" for i in range(100)]  # `sum(up)`: no label to factor on
+    assert len({where(groups)[rule_id] for rule_id in lone}) > 1
+    assert evaluation_groups(dict(reversed(list(runtime.items())))) == groups

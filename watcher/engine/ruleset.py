@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,12 +12,14 @@ from typing import Any
 
 from watcher.engine.bind import RuntimeRule, build_runtime_rules, new_prometheus_batch
 from watcher.engine.rule_watch import RuleFilesWatch
-from watcher.engine.shards import ShardSizing, place
+from watcher.engine.shards import ShardSizing, place, rule_hash
 from watcher.rules.config import WatcherConfig
 from watcher.rules.durations import format_duration
 from watcher.rules.findings import Finding
 from watcher.rules.rulefmt import MinSamplesQuery, Rule, load_rules
+from watcher.sources.prometheus import PrometheusSource
 from watcher.sources.prometheus_batch import MAX_BATCH_QUERIES
+from watcher.sources.prometheus_family import MAX_FAMILY
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,8 @@ class LoadedRules:
 # Shards fill to about this many queries on average, so that hashing's unevenness stays within
 # one request (MAX_BATCH_QUERIES); see watcher.engine.shards.
 SHARD_SIZING = ShardSizing(limit=MAX_BATCH_QUERIES, target=MAX_BATCH_QUERIES * 7 // 8)
+# A family of rules weighs one query in a shard per this many of its rules (see placement_units).
+FAMILY_SHARE = 16
 
 
 def queries_of(rule: Rule) -> int:
@@ -49,18 +54,52 @@ def evaluation_groups(rules: Mapping[str, RuntimeRule]) -> dict[str, tuple[str, 
     group's lease survives reloads. Every other rule (SQL, drift: each its own connection or
     data) is a group of its own, `rule:<id>`. Each group's ids are sorted.
     """
-    classes: dict[timedelta, dict[str, int]] = {}
+    classes: dict[timedelta, dict[str, RuntimeRule]] = {}
     groups: dict[str, tuple[str, ...]] = {}
     for rule_id, runtime in rules.items():
         rule = runtime.rule
         if rule.prometheus is not None:
-            classes.setdefault(rule.interval, {})[rule_id] = queries_of(rule)
+            classes.setdefault(rule.interval, {})[rule_id] = runtime
         else:
             groups[f"rule:{rule_id}"] = (rule_id,)
-    for interval, weights in classes.items():
-        for number, members in place(weights, SHARD_SIZING).items():
+    for interval, members_of_interval in classes.items():
+        weights, units = placement_units(members_of_interval)
+        for number, placed in place(weights, SHARD_SIZING).items():
+            members = sorted(rule_id for unit in placed for rule_id in units[unit])
             groups[f"prometheus/{format_duration(interval)}/{number}"] = tuple(members)
     return groups
+
+
+def placement_units(rules: Mapping[str, RuntimeRule]) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """What shards are filled with: each rule alone (its weight the queries it asks), except the
+    rules of one family (the same query but for one label's value, asked as one: see
+    sources.prometheus_family), which go together, by up to MAX_FAMILY, so that a family is one
+    request's arm, not one per shard. A family weighs one query per FAMILY_SHARE rules: it is one
+    arm of the request, but each of its rules is still stepped and written."""
+    weights: dict[str, int] = {}
+    units: dict[str, list[str]] = {}
+    families: dict[str, list[str]] = {}
+    for rule_id, runtime in rules.items():
+        key = family_key(runtime)
+        if key is None:
+            weights[rule_id], units[rule_id] = queries_of(runtime.rule), [rule_id]
+        else:
+            families.setdefault(key, []).append(rule_id)
+    for key, members in families.items():
+        members.sort()
+        for start in range(0, len(members), MAX_FAMILY):
+            unit = f"family:{rule_hash(key):016x}:{start // MAX_FAMILY}"
+            units[unit] = members[start : start + MAX_FAMILY]
+            weights[unit] = math.ceil(len(units[unit]) / FAMILY_SHARE)
+    return weights, units
+
+
+def family_key(runtime: RuntimeRule) -> str | None:
+    source = runtime.source
+    if not isinstance(source, PrometheusSource) or queries_of(runtime.rule) != 1:
+        return None
+    member = source.family_member()
+    return None if member is None else f"{member.label}\x00{member.key}"
 
 
 class RuleBook:

@@ -39,7 +39,8 @@ from watcher.model import (
     SourceError,
     Value,
 )
-from watcher.rules.promql import parse_query
+from watcher.rules.promql import ParsedQuery, parse_query
+from watcher.rules.promql_factor import Member, member_of
 from watcher.sources.base import NO_SCOPE, QueryScope, SourceBatch
 from watcher.sources.prometheus_query import PreparedQuery, prepare
 
@@ -181,6 +182,13 @@ class PrometheusSource:
         self.batch = batch
         self._parsed = tuple(parse_query(text) for text in self.queries)
         self._prepared: tuple[str | None, tuple[PreparedQuery | SourceError, ...]] | None = None
+
+    def family_member(self) -> Member | None:
+        """The query as a member of a family of queries differing in one label's value (see
+        rules.promql_factor); None when it cannot be one, or asks a min_samples query too."""
+        if len(self._parsed) != 1 or not isinstance(self._parsed[0], ParsedQuery):
+            return None
+        return member_of(self._parsed[0].expr)
 
     @property
     def queries(self) -> tuple[str, ...]:
