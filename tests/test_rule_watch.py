@@ -88,3 +88,27 @@ def test_a_glob_sees_a_new_match(rules: Path) -> None:
     write(rules / "m99.yaml", "m99")
 
     assert watch.changed()
+
+
+def test_with_nothing_changed_the_files_are_not_stated_at_every_check(
+    rules: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux the directories are watched with inotify: the files are stat'ed only when it
+    reports something (or every STAT_AT_LEAST_EVERY seconds)."""
+    from watcher.engine import rule_watch
+
+    watch = watching(rules.parent)
+    calls: list[int] = []
+    real = rule_watch.stamp
+
+    def counting(paths: list[str]) -> rule_watch.Stamp:
+        calls.append(len(paths))
+        return real(paths)
+
+    monkeypatch.setattr(rule_watch, "stamp", counting)
+    assert not any(watch.changed() for _ in range(5))
+    assert calls == []
+
+    write(rules / "m7.yaml", "m7", above=3, mtime=1_000_000_000)
+    assert watch.changed()
+    assert calls  # stat'ed once told

@@ -6,14 +6,22 @@ So the files found at the last load are only stat'ed, and discovery runs again o
 find something else: when a directory it walked changed (a file added, removed or renamed in it,
 a ConfigMap's `..data` link swapped) or when `rules:` holds a glob (its matches may lie anywhere).
 A file edited in place changes its own mtime or size.
+
+Even stat'ing the files is work with thousands of them: on Linux the directories are watched with
+inotify (engine.dir_events) and the files are stat'ed only when it reports something, or when
+STAT_AT_LEAST_EVERY has passed (a filesystem that does not report is seen that late).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
+from watcher.engine.dir_events import DirectoryEvents
 from watcher.rules.config import GLOB_CHARACTERS, WatcherConfig
+
+STAT_AT_LEAST_EVERY = 10.0  # seconds
 
 Stamp = tuple[tuple[str, int, int], ...]  # (path, mtime in ns, size) of each file or directory
 
@@ -53,6 +61,9 @@ class RuleFilesWatch:
         self._directories: list[str] = []
         self._directories_stamp: Stamp = ()
         self._globbed = False
+        self._events = DirectoryEvents([])
+        self._stat_at = 0.0  # time.monotonic() of the last check that stat'ed
+        self._seen_change = False  # a change stays one until the next snapshot
 
     def snapshot(self) -> None:
         """Remember the rule files as they are now (called after each load). The directories are
@@ -60,8 +71,20 @@ class RuleFilesWatch:
         self._remember_directories()
         self._files = [str(path) for path in self._discover()]
         self._files_stamp = stamp(self._files)
+        self._seen_change = False
 
     def changed(self) -> bool:
+        # A monotonic clock of its own: how often to stat is this watch's business, not a decision.
+        now = time.monotonic()
+        if self._seen_change:
+            return True
+        if not self._events.pending() and now - self._stat_at < STAT_AT_LEAST_EVERY:
+            return False
+        self._stat_at = now
+        self._seen_change = self._stat_changed()
+        return self._seen_change
+
+    def _stat_changed(self) -> bool:
         if self._globbed or stamp(self._directories) != self._directories_stamp:
             self._remember_directories()
             if stamp([str(path) for path in self._discover()]) != self._files_stamp:
@@ -72,6 +95,10 @@ class RuleFilesWatch:
 
     def _remember_directories(self) -> None:
         self._directories, self._globbed = walked_directories(self.config)
+        # Watched before they are stamped: a change in between shows at the next check.
+        self._events.close()
+        # A glob's matches may lie anywhere: nothing to watch, every check stats.
+        self._events = DirectoryEvents([] if self._globbed else self._directories)
         self._directories_stamp = stamp(self._directories)
 
     def _discover(self) -> list[Path]:
