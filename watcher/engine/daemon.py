@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 LEADER_LEASE = "leader"
 SHUTDOWN_GRACE = 20.0  # seconds from SIGTERM to exit, under systemd's TimeoutStopSec
+# Freeing the rollbacks claimed by dead replicas and the gauges of open incidents and pending
+# messages: at most this often (dispatching due rollbacks stays every second).
+CHORES_EVERY = timedelta(seconds=5)
 STOP_RESERVE = 3.0  # of the grace, kept for closing HTTP, Socket Mode, the lease and the database
 
 
@@ -123,6 +126,7 @@ class Daemon:
         )
         self.is_leader = False
         self.last_beat = time.monotonic()
+        self._chores_at = datetime.min.replace(tzinfo=UTC)  # see _work
         self.ready = False
         self.stopping = threading.Event()
         self.http: Any = None
@@ -332,13 +336,19 @@ class Daemon:
             return
         now = utc_now()
         try:
-            reclaim_intents_of_dead_replicas(self.store, now)
+            # The chores that need not run every second: each is a query, and an idle daemon's
+            # CPU is mostly its queries.
+            chores = not now - CHORES_EVERY < self._chores_at <= now
+            if chores:
+                self._chores_at = now
+                reclaim_intents_of_dead_replicas(self.store, now)
             if not self.dry_run:
                 self.dispatcher.run_due(now)
             if self.outbox is not None:
                 self.outbox.deliver_due(now)
-            self.metrics.set_open_incidents(self.store.count_open_incidents())
-            self.metrics.set_outbox_pending(self.queue.pending_message_count())
+            if chores:
+                self.metrics.set_open_incidents(self.store.count_open_incidents())
+                self.metrics.set_outbox_pending(self.queue.pending_message_count())
             if self.outbox is not None:
                 self.outbox.database_reachable()
         except Exception as error:
