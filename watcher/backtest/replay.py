@@ -313,8 +313,7 @@ def _run(
     driver.history_changed()
     for moment, due in schedule(plan, runtimes):
         driver.at(moment, due)
-    result = _collect(plan, store, driver.traces, driver.first_breach, targets, driver.evaluations)
-    return replace(result, unjudged=driver.unjudged)
+    return _collect(plan, store, driver, targets)
 
 
 class _Driver:
@@ -419,14 +418,7 @@ def _trace(
             first_breach[result.incident_opened] = current.active_since or moment
 
 
-def _collect(
-    plan: ReplayPlan,
-    store: Store,
-    traces: dict[str, RuleTrace],
-    first_breach: dict[int, datetime],
-    targets: ReplayTargets,
-    evaluations: int,
-) -> ReplayResult:
+def _collect(plan: ReplayPlan, store: Store, driver: _Driver, targets: ReplayTargets) -> ReplayResult:
     incidents = sorted(store.incidents(limit=1_000_000), key=lambda incident: incident.id)
     return ReplayResult(
         window=plan.window,
@@ -434,9 +426,10 @@ def _collect(
         intents=WorkQueue(store).intents(),
         timelines={incident.id: store.timeline(incident.id) for incident in incidents},
         findings=store.findings([incident.id for incident in incidents]),
-        traces=traces,
-        first_breach=first_breach,
+        traces=driver.traces,
+        first_breach=driver.first_breach,
         rollbacks=list(targets.rollbacks),
         history=targets.history,
-        evaluations=evaluations,
+        evaluations=driver.evaluations,
+        unjudged=driver.unjudged,
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 import promql_parser as pp
 
-from watcher.rules.promql_shape import children, depth, shape
+from watcher.rules.promql_shape import children, depth, nodes, shape
 
 PLACEHOLDER = re.compile(r"\{\{\s*version\s*\}\}")
 MAX_QUERY_CHARS = 8 * 1024
@@ -364,7 +364,7 @@ def _error_offset(text: str, message: str) -> int | None:
 
 def _version_uses(expr: pp.Expr, canonical: str) -> int | PromqlProblem:
     allowed = 0
-    for node in _nodes(expr):
+    for node in nodes(expr):
         if isinstance(node, pp.VectorSelector):
             for matcher in _matchers(node):
                 if matcher.value != _SENTINEL:
@@ -384,14 +384,6 @@ def _version_uses(expr: pp.Expr, canonical: str) -> int | PromqlProblem:
     return allowed
 
 
-def _nodes(expr: Any) -> Iterator[Any]:
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(children(node))
-
-
 def _matchers(selector: pp.VectorSelector) -> list[pp.Matcher]:
     matchers = list(selector.matchers.matchers)
     for alternative in selector.matchers.or_matchers:
@@ -400,7 +392,7 @@ def _matchers(selector: pp.VectorSelector) -> list[pp.Matcher]:
 
 
 def _mentions(expr: pp.Expr) -> Iterator[str]:
-    for node in _nodes(expr):
+    for node in nodes(expr):
         if isinstance(node, pp.VectorSelector):
             for matcher in _matchers(node):
                 yield matcher.name

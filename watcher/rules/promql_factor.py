@@ -34,7 +34,7 @@ from typing import Any
 import promql_parser as pp
 
 from watcher.rules.promql import quote
-from watcher.rules.promql_shape import Shape, shape
+from watcher.rules.promql_shape import Shape, nodes, shape
 
 # Functions that map each input series to one output series with the same labels (less the
 # metric name): a family's series stay apart through them.
@@ -53,6 +53,7 @@ _GROUPING_AGGREGATIONS = frozenset(
 )
 _SELECTING_AGGREGATIONS = frozenset({"topk", "bottomk"})  # keep whole series, labels and all
 _EQUAL = "MatchOp.Equal"
+_OPERATORS = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
 _ONE_TO_ONE = "VectorMatchCardinality.OneToOne"
 _MANY_TO_MANY = "VectorMatchCardinality.ManyToMany"
 _ON = "LabelModifierType.Include"
@@ -76,7 +77,7 @@ class Member:
 
 def member_of(tree: Any) -> Member | None:
     """The query as a family member, or None when it cannot be factored."""
-    selectors = [node for node in _walk(tree) if isinstance(node, pp.VectorSelector)]
+    selectors = [node for node in nodes(tree) if isinstance(node, pp.VectorSelector)]
     if not selectors:
         return None
     for label in _candidate_labels(selectors):
@@ -117,17 +118,6 @@ def _regex(values: Sequence[str]) -> str:
 
 def _escape(value: str) -> str:
     return "".join("\\" + char if char in r"\.+*?()|[]{}^$" else char for char in value)
-
-
-def _walk(tree: Any) -> list[Any]:
-    from watcher.rules.promql_shape import children
-
-    nodes, stack = [], [tree]
-    while stack:
-        node = stack.pop()
-        nodes.append(node)
-        stack.extend(children(node))
-    return nodes
 
 
 def _candidate_labels(selectors: list[Any]) -> list[str]:
@@ -179,11 +169,10 @@ def _print(node: Any, label: str, values: str) -> str:
 def _selector(node: Any, label: str, values: str, *, bare: bool = False) -> str:
     matchers = []
     for matcher in node.matchers.matchers:
-        op = {"MatchOp.Equal": "=", "MatchOp.NotEqual": "!=", "MatchOp.Re": "=~", "MatchOp.NotRe": "!~"}
         if matcher.name == label:
             matchers.append(f"{label}=~{quote(values)}")
         else:
-            matchers.append(f"{matcher.name}{op[str(matcher.op)]}{quote(matcher.value)}")
+            matchers.append(f"{matcher.name}{_OPERATORS[str(matcher.op)]}{quote(matcher.value)}")
     text = f"{node.name or ''}{{{', '.join(matchers)}}}"
     return text if bare else text + _offset_at(node)
 
@@ -240,10 +229,15 @@ def _grouping(node: Any, label: str) -> str:
         return f"by ({label})"
     labels = list(modifier.labels)
     if str(modifier.type) == _BY:
-        return f"by ({', '.join([*labels, *([] if label in labels else [label])])})"
+        return f"by ({_with(labels, label)})"
     if label in labels:
         raise Unfactorable("without the label")
     return f"without ({', '.join(labels)})"
+
+
+def _with(labels: list[str], label: str) -> str:
+    """A `by`/`on` list with the family's label in it."""
+    return ", ".join([*labels, *([] if label in labels else [label])])
 
 
 def _binary(node: Any, label: str, values: str) -> str:
@@ -269,7 +263,7 @@ def _matching(node: Any, label: str) -> str:
         return ""
     labels = list(matching.labels)
     if str(matching.type) == _ON:
-        return f" on ({', '.join([*labels, *([] if label in labels else [label])])})"
+        return f" on ({_with(labels, label)})"
     if label in labels:
         raise Unfactorable("ignoring the label")
     return f" ignoring ({', '.join(labels)})"

@@ -7,7 +7,7 @@ proven to be the query that was parsed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import promql_parser as pp
@@ -32,6 +32,15 @@ def children(node: Any) -> list[Any]:
     if isinstance(node, pp.BinaryExpr):
         return [node.lhs, node.rhs]
     return []  # selectors and literals
+
+
+def nodes(expr: Any) -> Iterator[Any]:
+    """Every node of the tree (iteratively, as `depth`)."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(children(node))
 
 
 def depth(expr: Any) -> int:
